@@ -1,0 +1,121 @@
+"""The artifact store: intermediate results addressed by (asset, video id).
+
+A local folder by default, any fsspec URL (s3://, gs://, memory://) when steps run on several
+machines. Writes are atomic (a reader sees the old artifact or the new one, never half of one).
+Audio is stored as 16-bit PCM WAV (16 kHz mono), vectors as .npy, everything else as JSON.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import uuid
+from dataclasses import asdict
+from typing import Any, TypeVar
+
+import fsspec
+import numpy as np
+from pydantic import TypeAdapter
+
+from chaffee_assets.lib.ids import validate_video_id
+from chaffee_assets.lib.types import SAMPLE_RATE, Audio, PassageVectors, VideoMeta
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_ASSET_NAME_OK = set("abcdefghijklmnopqrstuvwxyz0123456789_")
+
+
+def _suffix(tp: type) -> str:
+    if tp is Audio:
+        return ".wav"
+    if tp is PassageVectors:
+        return ".npy"
+    return ".json"
+
+
+class ArtifactStore:
+    def __init__(self, root: str):
+        self.root = root.rstrip("/")
+        self.fs, self._base = fsspec.core.url_to_fs(self.root)
+        self.is_local = self.fs.protocol in ("file", "local") or self.fs.protocol == ("file", "local")
+
+    # -- addressing ---------------------------------------------------------------------------
+    def path(self, asset: str, video_id: str, suffix: str) -> str:
+        if not asset or set(asset) - _ASSET_NAME_OK:
+            raise ValueError(f"invalid asset name {asset!r}")
+        validate_video_id(video_id)
+        return f"{self._base}/{asset}/{video_id}{suffix}"
+
+    def url(self, asset: str, video_id: str, tp: type) -> str:
+        p = self.path(asset, video_id, _suffix(tp))
+        return p if self.is_local else f"{self.fs.protocol[0] if isinstance(self.fs.protocol, tuple) else self.fs.protocol}://{p}"
+
+    def exists(self, asset: str, video_id: str, tp: type) -> bool:
+        return self.fs.exists(self.path(asset, video_id, _suffix(tp)))
+
+    def delete(self, asset: str, video_id: str) -> None:
+        for suffix in (".wav", ".npy", ".json", ".meta.json"):
+            p = self.path(asset, video_id, suffix)
+            if self.fs.exists(p):
+                self.fs.rm(p)
+
+    # -- raw bytes ----------------------------------------------------------------------------
+    def _write_bytes(self, path: str, data: bytes) -> None:
+        parent = path.rsplit("/", 1)[0]
+        self.fs.makedirs(parent, exist_ok=True)
+        if self.is_local:
+            tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        else:
+            with self.fs.open(path, "wb") as f:
+                f.write(data)
+
+    def _read_bytes(self, path: str) -> bytes:
+        with self.fs.open(path, "rb") as f:
+            return f.read()
+
+    # -- typed save/load ----------------------------------------------------------------------
+    def save(self, asset: str, video_id: str, obj: Any) -> str:
+        """Store `obj` for (asset, video id); return its path."""
+        tp = type(obj)
+        path = self.path(asset, video_id, _suffix(tp))
+        if isinstance(obj, Audio):
+            import soundfile as sf
+
+            buf = io.BytesIO()
+            pcm = np.clip(obj.waveform, -1.0, 1.0)
+            sf.write(buf, pcm, SAMPLE_RATE, subtype="PCM_16", format="WAV")
+            self._write_bytes(path, buf.getvalue())
+            self._write_bytes(self.path(asset, video_id, ".meta.json"), json.dumps(asdict(obj.meta)).encode())
+        elif isinstance(obj, PassageVectors):
+            buf = io.BytesIO()
+            np.save(buf, np.ascontiguousarray(obj.vectors, dtype=np.float32), allow_pickle=False)
+            self._write_bytes(path, buf.getvalue())
+            meta = {"video_id": obj.video_id, "model": obj.model}
+            self._write_bytes(self.path(asset, video_id, ".meta.json"), json.dumps(meta).encode())
+        else:
+            self._write_bytes(path, TypeAdapter(tp).dump_json(obj))
+        return path
+
+    def load(self, asset: str, video_id: str, tp: type[T]) -> T:
+        path = self.path(asset, video_id, _suffix(tp))
+        if tp is Audio:
+            import soundfile as sf
+
+            wav, sr = sf.read(io.BytesIO(self._read_bytes(path)), dtype="float32", always_2d=False)
+            if sr != SAMPLE_RATE:
+                raise ValueError(f"{path}: expected {SAMPLE_RATE} Hz, found {sr}")
+            meta = VideoMeta(**json.loads(self._read_bytes(self.path(asset, video_id, ".meta.json"))))
+            return Audio(meta=meta, waveform=wav)  # type: ignore[return-value]
+        if tp is PassageVectors:
+            vectors = np.load(io.BytesIO(self._read_bytes(path)), allow_pickle=False)
+            meta = json.loads(self._read_bytes(self.path(asset, video_id, ".meta.json")))
+            return PassageVectors(video_id=meta["video_id"], model=meta["model"], vectors=vectors)  # type: ignore[return-value]
+        return TypeAdapter(tp).validate_json(self._read_bytes(path))

@@ -1,0 +1,52 @@
+"""Exception types raised by `chaffee_assets.lib`; each message names the video and the cause."""
+
+from __future__ import annotations
+
+
+class ChaffeeError(Exception):
+    """Base class of every error this project raises on purpose."""
+
+
+class InvalidVideoId(ChaffeeError, ValueError):
+    pass
+
+
+class VideoError(ChaffeeError):
+    """A problem with one video: carries its id, so a message always names it."""
+
+    def __init__(self, video_id: str, cause: str):
+        self.video_id = video_id
+        self.cause = cause
+        super().__init__(f"video {video_id}: {cause}")
+
+
+class DownloadError(VideoError):
+    """The media could not be fetched. `transient` errors are worth retrying."""
+
+    def __init__(self, video_id: str, cause: str, transient: bool = False):
+        self.transient = transient
+        super().__init__(video_id, cause)
+
+
+class DecodeError(VideoError):
+    """The media was fetched but holds no decodable audio."""
+
+
+class FeedError(ChaffeeError):
+    """A channel or feed could not be listed."""
+
+
+class ModelNotFound(ChaffeeError):
+    """An unknown model alias or a path that holds no model."""
+
+
+class VoiceProfileError(ChaffeeError):
+    pass
+
+
+class SearchError(ChaffeeError):
+    pass
+
+
+class DatabaseError(ChaffeeError):
+    pass

@@ -1,0 +1,57 @@
+"""Video ids are partition keys, file names and SQL values: validated before any use."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+from chaffee_assets.lib.errors import InvalidVideoId
+
+_VIDEO_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_YOUTUBE_HOSTS = {"youtube.com", "www.youtube.com", "m.youtube.com", "music.youtube.com", "youtu.be"}
+
+
+def validate_video_id(video_id: str) -> str:
+    """Return the id unchanged if it is letters, digits, `-`, `_` (1–64 chars); raise otherwise."""
+    if not isinstance(video_id, str) or not _VIDEO_ID.fullmatch(video_id):
+        raise InvalidVideoId(
+            f"invalid video id {video_id!r}: only letters, digits, '-' and '_' (1-64 characters) are allowed"
+        )
+    return video_id
+
+
+def is_valid_video_id(video_id: str) -> bool:
+    return isinstance(video_id, str) and bool(_VIDEO_ID.fullmatch(video_id))
+
+
+def youtube_id(url: str) -> str | None:
+    """The 11-character id of a YouTube watch/short/youtu.be URL, else None."""
+    u = urlparse(url)
+    host = (u.hostname or "").lower()
+    if host not in _YOUTUBE_HOSTS:
+        return None
+    if host == "youtu.be":
+        cand = u.path.lstrip("/").split("/")[0]
+    elif u.path.startswith(("/shorts/", "/live/", "/embed/")):
+        cand = u.path.split("/")[2] if len(u.path.split("/")) > 2 else ""
+    else:
+        cand = (parse_qs(u.query).get("v") or [""])[0]
+    return cand if is_valid_video_id(cand) else None
+
+
+def id_for_source(source: str) -> str:
+    """A stable, valid video id for a URL or a local file.
+
+    YouTube URLs give their own id; a local file gives its stem when that is a valid id, else a
+    hash; any other URL gives a short hash of the URL (stable across runs).
+    """
+    yid = youtube_id(source)
+    if yid:
+        return yid
+    if "://" not in source or source.startswith("file://"):
+        stem = Path(urlparse(source).path if source.startswith("file://") else source).stem
+        if is_valid_video_id(stem):
+            return stem
+    return "u" + hashlib.sha1(source.encode()).hexdigest()[:15]

@@ -1,0 +1,94 @@
+"""One settings object, read from the environment and `.env`.
+
+The names users of the old pipeline already have keep their meaning: `ASR_WORKERS` (the `gpu`
+pool limit), `BATCH_SIZE` (embedding batch), `ASSUME_MONOLOGUE`, `USE_SIMPLE_DIARIZATION`,
+`PYANNOTE_MODEL`.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DiarizationMode = Literal["auto", "pyannote", "simple", "off"]
+DeviceSetting = Literal["auto", "cpu", "cuda"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True)
+
+    # where things live
+    state_dir: Path = Field(Path(".chaffee"), alias="CHAFFEE_HOME", description="State folder: embedded Postgres, Dagster home, artifacts.")
+    database_url: str | None = Field(None, alias="DATABASE_URL", description="An external Postgres (with pgvector); unset: the embedded one in the state folder.")
+    artifact_root: str | None = Field(None, alias="ARTIFACT_ROOT", description="Intermediate artifacts: a folder or any fsspec URL (s3://…); default <state>/artifacts.")
+    channel_url: str = Field("https://www.youtube.com/@anthonychaffeemd/videos", alias="CHANNEL_URL")
+
+    # models
+    whisper_model: str = Field("tiny.en", alias="WHISPER_MODEL", description="Packaged alias (tiny.en, base) or a CTranslate2 model folder.")
+    whisper_language: str | None = Field(None, alias="WHISPER_LANGUAGE", description="Fixed language code; unset: detected (or en for .en models).")
+    whisper_batch_size: int = Field(8, alias="WHISPER_BATCH_SIZE")
+    embedding_model: str = Field("minilm", alias="EMBEDDING_MODEL", description="Packaged alias (minilm, mpnet) or a sentence-transformers folder.")
+    pyannote_model: str | None = Field(None, alias="PYANNOTE_MODEL", description="A local pyannote pipeline folder (community-1, 3.1); unset: packaged segmentation-3.0 + ECAPA.")
+    device: DeviceSetting = Field("auto", alias="DEVICE")
+
+    # diarization and voices
+    diarization: DiarizationMode = Field("auto", alias="DIARIZATION")
+    assume_monologue: bool = Field(False, alias="ASSUME_MONOLOGUE")
+    use_simple_diarization: bool = Field(False, alias="USE_SIMPLE_DIARIZATION")
+    host_speaker: str = Field("Chaffee", alias="HOST_SPEAKER")
+    voices_dir: Path = Field(Path("voices"), alias="VOICES_DIR")
+    voice_threshold: float = Field(0.5, alias="VOICE_THRESHOLD", description="Cosine similarity to a profile needed to take its name.")
+
+    # passages
+    passage_max_seconds: float = Field(45.0, alias="PASSAGE_MAX_SECONDS")
+    passage_max_tokens: int = Field(200, alias="PASSAGE_MAX_TOKENS")
+
+    # throughput
+    asr_workers: int = Field(1, alias="ASR_WORKERS", ge=1, description="Limit of the `gpu` concurrency pool.")
+    batch_size: int = Field(256, alias="BATCH_SIZE", ge=1, description="Embedding batch size (passages).")
+    download_workers: int = Field(4, alias="DOWNLOAD_WORKERS", ge=1, description="Runs in flight at once (the run queue's limit).")
+    sensor_max_per_tick: int = Field(25, alias="SENSOR_MAX_PER_TICK", ge=1)
+    sensor_interval_seconds: int = Field(3600, alias="SENSOR_INTERVAL_SECONDS", ge=30)
+
+    @field_validator("database_url", "artifact_root", "pyannote_model", "whisper_language", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, v: object) -> object:
+        return None if v == "" else v
+
+    @property
+    def diarization_method(self) -> DiarizationMode:
+        """The effective method, honouring the old knobs."""
+        if self.assume_monologue:
+            return "off"
+        if self.use_simple_diarization:
+            return "simple"
+        return self.diarization
+
+    @property
+    def state_path(self) -> Path:
+        return self.state_dir.expanduser().resolve()
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.state_path / "dagster"
+
+    @property
+    def pg_data_dir(self) -> Path:
+        return self.state_path / "pgdata"
+
+    @property
+    def model_cache_dir(self) -> Path:
+        return self.state_path / "models"
+
+    @property
+    def artifact_url(self) -> str:
+        return self.artifact_root or str(self.state_path / "artifacts")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
