@@ -92,17 +92,22 @@ class ArtifactStore:
             buf = io.BytesIO()
             pcm = np.clip(obj.waveform, -1.0, 1.0)
             sf.write(buf, pcm, SAMPLE_RATE, subtype="PCM_16", format="WAV")
-            self._write_bytes(path, buf.getvalue())
+            # the sidecar first: the main file's presence means both are complete
             self._write_bytes(self.path(asset, video_id, ".meta.json"), json.dumps(asdict(obj.meta)).encode())
+            self._write_bytes(path, buf.getvalue())
         elif isinstance(obj, PassageVectors):
             buf = io.BytesIO()
             np.save(buf, np.ascontiguousarray(obj.vectors, dtype=np.float32), allow_pickle=False)
-            self._write_bytes(path, buf.getvalue())
             meta = {"video_id": obj.video_id, "model": obj.model}
             self._write_bytes(self.path(asset, video_id, ".meta.json"), json.dumps(meta).encode())
+            self._write_bytes(path, buf.getvalue())
         else:
             self._write_bytes(path, TypeAdapter(tp).dump_json(obj))
         return path
+
+    def load_audio_meta(self, video_id: str, asset: str = "audio") -> VideoMeta:
+        """The metadata stored beside a video's audio, without reading the waveform."""
+        return VideoMeta(**json.loads(self._read_bytes(self.path(asset, video_id, ".meta.json"))))
 
     def load(self, asset: str, video_id: str, tp: type[T]) -> T:
         path = self.path(asset, video_id, _suffix(tp))
@@ -112,7 +117,7 @@ class ArtifactStore:
             wav, sr = sf.read(io.BytesIO(self._read_bytes(path)), dtype="float32", always_2d=False)
             if sr != SAMPLE_RATE:
                 raise ValueError(f"{path}: expected {SAMPLE_RATE} Hz, found {sr}")
-            meta = VideoMeta(**json.loads(self._read_bytes(self.path(asset, video_id, ".meta.json"))))
+            meta = self.load_audio_meta(video_id, asset)
             return Audio(meta=meta, waveform=wav)  # type: ignore[return-value]
         if tp is PassageVectors:
             vectors = np.load(io.BytesIO(self._read_bytes(path)), allow_pickle=False)

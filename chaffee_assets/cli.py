@@ -1,0 +1,211 @@
+"""`chaffee`: stand the project up, ingest videos, enroll voices, search the archive."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from chaffee_assets.lib.errors import ChaffeeError
+from chaffee_assets.settings import Settings, get_settings
+
+
+def _instance(settings: Settings):
+    from dagster import DagsterInstance
+
+    os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
+    return DagsterInstance.get()
+
+
+def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    from chaffee_assets.instance import up
+
+    r = up(settings)
+    where = f"embedded Postgres in {settings.pg_data_dir}" if r.embedded else "DATABASE_URL"
+    print(f"database   {where} (ready in {r.started_seconds:.2f} s)")
+    print(f"archive    {r.archive_url}")
+    print(f"dagster    DAGSTER_HOME={r.dagster_home} (runs, events, schedules in Postgres)")
+    print(f"pools      gpu={settings.asr_workers}  runs in flight={settings.download_workers}")
+    if r.migrations_applied:
+        print(f"migrations {', '.join(r.migrations_applied)}")
+    return 0
+
+
+def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
+    from chaffee_assets.instance import down
+
+    print("embedded Postgres stopped" if down(settings) else "nothing to stop")
+    return 0
+
+
+def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    from chaffee_assets.defs.build import archive_url
+    from chaffee_assets.lib import db, pg, store
+
+    if settings.database_url:
+        print("database   DATABASE_URL (external)")
+    else:
+        info = pg.running(settings.pg_data_dir)
+        print(f"database   embedded, {'running (pid %d)' % info.pid if info else 'stopped: run `chaffee up`'} in {settings.pg_data_dir}")
+        if info is None:
+            return 1
+    print(f"dagster    DAGSTER_HOME={settings.dagster_home}")
+    with _instance(settings) as instance:
+        limit = instance.event_log_storage.get_concurrency_info("gpu").slot_count
+        parts = len(instance.get_dynamic_partitions("videos"))
+    print(f"pools      gpu={limit}  runs in flight={settings.download_workers}")
+    print(f"models     whisper={settings.whisper_model} embedding={settings.embedding_model} "
+          f"diarization={settings.diarization_method} device={settings.device}")
+    print(f"artifacts  {settings.artifact_url}")
+    with db.connect(archive_url(settings)) as conn:
+        c = store.counts(conn)
+    print(f"archive    {parts} video partitions, {c['videos']} videos, {c['segments']} passages")
+    for model, n in sorted(c.get("vectors", {}).items()):
+        print(f"vectors    {model}: {n}")
+    return 0
+
+
+def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
+    from chaffee_assets.ingest import expand, register, run_videos
+    from chaffee_assets.instance import up
+
+    up(settings)
+    items = expand(args.sources)
+    if args.limit:
+        items = items[: args.limit]
+    print(f"{len(items)} videos: {', '.join(s.video_id for s in items)}")
+    with _instance(settings) as instance:
+        register(settings, instance, items)
+        outcomes = run_videos(settings, instance, [s.video_id for s in items])
+    failed = [o for o in outcomes if not o.ok]
+    print(f"{len(outcomes) - len(failed)} ingested, {len(failed)} failed")
+    return 1 if failed else 0
+
+
+def cmd_reembed(settings: Settings, args: argparse.Namespace) -> int:
+    from chaffee_assets.ingest import reembed
+    from chaffee_assets.instance import up
+
+    up(settings)
+    with _instance(settings) as instance:
+        done = reembed(settings, instance)
+    print(f"re-embedded {len(done)} videos with {settings.embedding_model}")
+    return 0
+
+
+def cmd_search(settings: Settings, args: argparse.Namespace) -> int:
+    from chaffee_assets.search_api import search
+
+    hits = search(args.query, k=args.k, speaker=args.speaker, video=args.video, settings=settings)
+    if args.json:
+        print(json.dumps([h.__dict__ for h in hits], indent=2))
+    else:
+        from chaffee_assets.lib.search import format_hits
+
+        print(format_hits(hits) if hits else "no passages found")
+    return 0
+
+
+def cmd_enroll(settings: Settings, args: argparse.Namespace) -> int:
+    from chaffee_assets.lib.device import resolve_device
+    from chaffee_assets.lib.speaker_embed import EcapaEmbedder
+    from chaffee_assets.lib.voices import enroll
+
+    embedder = EcapaEmbedder(resolve_device(settings.device)[0], cache_dir=settings.model_cache_dir)
+    clips = [(Path(a), args.start, args.end) for a in args.audio]
+    profile = enroll(args.name, clips, settings.voices_dir, embedder)
+    print(f"voice {profile.name!r}: {profile.n_clips} clips, model {profile.model_id}, in {settings.voices_dir / profile.name}")
+    return 0
+
+
+def cmd_voices(settings: Settings, args: argparse.Namespace) -> int:
+    from chaffee_assets.lib.voices import list_profiles
+
+    profiles = list_profiles(settings.voices_dir)
+    if not profiles:
+        print(f"no voices enrolled in {settings.voices_dir}")
+    for p in profiles:
+        print(f"{p.name:24s} {p.n_clips:3d} clips  model {p.model_id}")
+    return 0
+
+
+def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
+    from chaffee_assets.instance import up
+
+    up(settings)
+    env = {**os.environ, "DAGSTER_HOME": str(settings.dagster_home)}
+    repo = Path(__file__).resolve().parents[1]
+    argv = ["dagster", "dev", "-w", str(repo / "workspace.yaml"), "-h", args.host, "-p", str(args.port)]
+    print(f"Dagster UI on http://{args.host}:{args.port} (DAGSTER_HOME={settings.dagster_home})", flush=True)
+    os.execvpe(argv[0], argv, env)
+    return 0  # not reached
+
+
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    from chaffee_assets.demo import run_demo
+
+    return run_demo(settings, fixtures_dir=Path(args.fixtures) if args.fixtures else None)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="chaffee", description=__doc__)
+    p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="start or reuse the database, migrate, write the Dagster instance").set_defaults(fn=cmd_up)
+    sub.add_parser("down", help="stop the embedded Postgres").set_defaults(fn=cmd_down)
+    sub.add_parser("status", help="what runs where, and what is stored").set_defaults(fn=cmd_status)
+
+    s = sub.add_parser("ingest", help="ingest videos, files, channels or feeds now (no daemon needed)")
+    s.add_argument("sources", nargs="+", help="YouTube URL, media URL, local file, channel URL or RSS feed")
+    s.add_argument("--limit", type=int, default=0, help="at most this many videos")
+    s.set_defaults(fn=cmd_ingest)
+
+    sub.add_parser("reembed", help="re-materialise embeddings and db_rows with EMBEDDING_MODEL").set_defaults(fn=cmd_reembed)
+
+    s = sub.add_parser("search", help="semantic search over the archive")
+    s.add_argument("query")
+    s.add_argument("-k", type=int, default=5, help="number of passages")
+    s.add_argument("--speaker", help="only passages of this speaker")
+    s.add_argument("--video", help="only passages of this video id")
+    s.add_argument("--json", action="store_true", help="JSON output")
+    s.set_defaults(fn=cmd_search)
+
+    s = sub.add_parser("enroll", help="create or extend the voice profile NAME from audio files")
+    s.add_argument("name")
+    s.add_argument("audio", nargs="+")
+    s.add_argument("--start", type=float, default=None, help="seconds: use audio from here")
+    s.add_argument("--end", type=float, default=None, help="seconds: use audio up to here")
+    s.set_defaults(fn=cmd_enroll)
+    sub.add_parser("voices", help="list enrolled voices").set_defaults(fn=cmd_voices)
+
+    s = sub.add_parser("dev", help="start the Dagster UI and daemon on this project's instance")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=3000)
+    s.set_defaults(fn=cmd_dev)
+
+    s = sub.add_parser("demo", help="ingest the demo channel (fixture speech served on 127.0.0.1) and search it")
+    s.add_argument("--fixtures", help="folder with jfk.flac and sample.wav (default: ../shared/fixtures)")
+    s.set_defaults(fn=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    try:
+        return args.fn(get_settings(), args)
+    except ChaffeeError as e:
+        print(f"chaffee: error: {e}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as e:
+        print(f"chaffee: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""Wires the settings object into resources, assets, sensors and the executor."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from chaffee_assets.defs.assets import all_assets
+from chaffee_assets.defs.io import ArtifactIOManager
+from chaffee_assets.defs.resources import (
+    ArchiveResource,
+    ArtifactStoreResource,
+    AsrResource,
+    DownloaderResource,
+    EmbedderResource,
+    PassageResource,
+    SpeakerModelsResource,
+)
+from chaffee_assets.defs.sensors import ChannelResource, build_new_uploads_sensor
+from chaffee_assets.settings import Settings
+
+
+def archive_url(settings: Settings) -> str:
+    """The archive database URL: DATABASE_URL, else the embedded server's (written by `chaffee up`)."""
+    if settings.database_url:
+        return settings.database_url
+    from chaffee_assets.instance import embedded_archive_url
+
+    return embedded_archive_url(settings)
+
+
+def build_resources(settings: Settings) -> dict[str, object]:
+    cache = str(settings.model_cache_dir)
+    return {
+        "artifacts": ArtifactIOManager(root=settings.artifact_url),
+        "artifact_store": ArtifactStoreResource(root=settings.artifact_url),
+        "archive": ArchiveResource(database_url=archive_url(settings)),
+        "downloader": DownloaderResource(workdir=str(settings.state_path / "downloads")),
+        "asr": AsrResource(
+            model=settings.whisper_model,
+            device=settings.device,
+            batch_size=settings.whisper_batch_size,
+            language=settings.whisper_language,
+            model_cache_dir=cache,
+        ),
+        "speakers": SpeakerModelsResource(
+            device=settings.device,
+            diarization=settings.diarization_method,
+            pyannote_model=settings.pyannote_model,
+            voices_dir=str(settings.voices_dir),
+            voice_threshold=settings.voice_threshold,
+            host_speaker=settings.host_speaker,
+            model_cache_dir=cache,
+        ),
+        "passages": PassageResource(
+            max_seconds=settings.passage_max_seconds,
+            max_tokens=settings.passage_max_tokens,
+            embedding_model=settings.embedding_model,
+            model_cache_dir=cache,
+        ),
+        "embedder": EmbedderResource(
+            model=settings.embedding_model, device=settings.device, batch_size=settings.batch_size, model_cache_dir=cache
+        ),
+        "channel": ChannelResource(url=settings.channel_url, max_per_tick=settings.sensor_max_per_tick),
+    }
+
+
+def build_definitions(settings: Settings) -> dg.Definitions:
+    return dg.Definitions(
+        assets=all_assets(settings.embedding_model),
+        sensors=[build_new_uploads_sensor(settings.sensor_interval_seconds)],
+        resources=build_resources(settings),
+        executor=dg.in_process_executor,
+    )

@@ -1,0 +1,53 @@
+"""The IO manager that keeps intermediate artifacts in the artifact store, one file per
+(asset, video). An input or output typed `dict[str, T]` covers several videos at once (the
+batched `embeddings` / `db_rows` steps): one entry per partition key."""
+
+
+import typing
+from functools import cached_property
+
+import dagster as dg
+
+from chaffee_assets.lib.artifacts import ArtifactStore
+
+
+def _per_partition_type(tp: object) -> tuple[bool, type]:
+    """(is a dict keyed by partition, the value type) for an input/output annotation."""
+    if typing.get_origin(tp) is dict:
+        return True, typing.get_args(tp)[1]
+    return False, tp  # type: ignore[return-value]
+
+
+class ArtifactIOManager(dg.ConfigurableIOManager):
+    root: str
+
+    @cached_property
+    def store(self) -> ArtifactStore:
+        return ArtifactStore(self.root)
+
+    def handle_output(self, context: dg.OutputContext, obj: object) -> None:
+        if obj is None:
+            return
+        asset = context.asset_key.path[-1]
+        keys = context.asset_partition_keys
+        many, _ = _per_partition_type(context.dagster_type.typing_type)
+        items = obj if many else {keys[0]: obj}
+        assert isinstance(items, dict)
+        missing = set(keys) - set(items)
+        if missing:
+            raise dg.Failure(f"{asset}: no output for partitions {sorted(missing)}")
+        for key in keys:
+            path = self.store.save(asset, key, items[key])
+            context.log.debug("stored %s[%s] at %s", asset, key, path)
+        if len(keys) == 1:
+            context.add_output_metadata({"artifact": dg.MetadataValue.path(self.store.url(asset, keys[0], type(items[keys[0]])))})
+
+    def load_input(self, context: dg.InputContext) -> object:
+        asset = context.asset_key.path[-1]
+        keys = context.asset_partition_keys
+        many, value_type = _per_partition_type(context.dagster_type.typing_type)
+        if many:
+            return {key: self.store.load(asset, key, value_type) for key in keys}
+        if len(keys) != 1:
+            raise dg.Failure(f"input {asset} spans {len(keys)} partitions but is not typed dict[str, ...]")
+        return self.store.load(asset, keys[0], value_type)

@@ -1,0 +1,63 @@
+"""`new_uploads`: polls the channel, adds a partition per unseen video and requests its run."""
+
+
+import json
+
+import dagster as dg
+
+from chaffee_assets.defs.partitions import videos
+from chaffee_assets.defs.resources import ArchiveResource
+from chaffee_assets.lib import sources
+from chaffee_assets.lib.errors import FeedError
+
+PIPELINE = dg.AssetSelection.all()
+
+
+class ChannelResource(dg.ConfigurableResource):
+    url: str
+    max_per_tick: int = 25
+
+
+def _cursor_ids(cursor: str | None) -> set[str]:
+    if not cursor:
+        return set()
+    try:
+        return set(json.loads(cursor).get("requested", []))
+    except (ValueError, AttributeError):
+        return set()
+
+
+def build_new_uploads_sensor(interval_seconds: int) -> dg.SensorDefinition:
+    @dg.sensor(
+        name="new_uploads",
+        minimum_interval_seconds=interval_seconds,
+        target=PIPELINE,
+        default_status=dg.DefaultSensorStatus.STOPPED,
+        description="Polls CHANNEL_URL with yt-dlp's flat playlist listing; one partition and one run per new video, oldest first.",
+    )
+    def new_uploads(context: dg.SensorEvaluationContext, channel: ChannelResource, archive: ArchiveResource):
+        from chaffee_assets.lib.feed import list_channel
+
+        try:
+            entries = list_channel(channel.url)
+        except FeedError as e:
+            context.log.warning("channel %s not listed, tick skipped (cursor kept): %s", channel.url, e)
+            return dg.SkipReason(f"channel not listed: {e}")
+
+        requested = _cursor_ids(context.cursor)
+        known = set(context.instance.get_dynamic_partitions(videos.name))
+        new = [e for e in entries if e.video_id not in requested and e.video_id not in known][: channel.max_per_tick]
+        if not new:
+            return dg.SkipReason(f"no new videos among {len(entries)} listed")
+
+        with archive.connect() as conn:
+            sources.register(conn, [sources.Source(e.video_id, e.url, e.title, e.upload_date) for e in new])
+        ids = [e.video_id for e in new]
+        context.log.info("new videos: %s", ", ".join(ids))
+        return dg.SensorResult(
+            run_requests=[dg.RunRequest(partition_key=i, run_key=f"video:{i}") for i in ids],
+            dynamic_partitions_requests=[videos.build_add_request(ids)],
+            cursor=json.dumps({"requested": sorted(requested | set(ids))}),
+        )
+
+    return new_uploads
