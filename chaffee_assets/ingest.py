@@ -73,16 +73,18 @@ def register(settings: Settings, instance: dg.DagsterInstance, items: list[sourc
         instance.add_dynamic_partitions(videos.name, new)
 
 
-def _step_seconds(result: dg.ExecuteInProcessResult) -> dict[str, float]:
+def step_seconds(instance: dg.DagsterInstance, run_id: str) -> dict[str, float]:
+    """Seconds from each step's start to its end, from the run's event log."""
     starts: dict[str, float] = {}
     out: dict[str, float] = {}
-    for ev in result.all_events:
-        if ev.step_key is None:
+    for entry in instance.all_logs(run_id):
+        ev = entry.dagster_event
+        if ev is None or ev.step_key is None:
             continue
         if ev.event_type_value == "STEP_START":
-            starts[ev.step_key] = ev.timestamp
+            starts[ev.step_key] = entry.timestamp
         elif ev.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE") and ev.step_key in starts:
-            out[ev.step_key] = ev.timestamp - starts[ev.step_key]
+            out[ev.step_key] = entry.timestamp - starts[ev.step_key]
     return out
 
 
@@ -113,7 +115,7 @@ def run_videos(
             tags={"chaffee/launched_by": "chaffee ingest"},
         )
         seconds = time.perf_counter() - t0
-        steps = _step_seconds(result)
+        steps = step_seconds(instance, result.run_id)
         if result.success:
             detail = ", ".join(f"{k} {v:.1f}s" for k, v in steps.items())
             progress(f"[{n}/{len(video_ids)}] {video_id}: done in {seconds:.1f} s ({detail})")

@@ -20,7 +20,7 @@ from chaffee_assets.lib.artifacts import ArtifactStore
 T = TypeVar("T")
 
 _MODELS: dict[tuple, Any] = {}
-_LOCK = threading.Lock()
+_LOCK = threading.RLock()  # re-entrant: a model may be built from another cached one
 MODEL_LOADS: dict[str, int] = {}  # kind -> loads in this process (benchmarks read it)
 
 

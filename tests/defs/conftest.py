@@ -4,19 +4,19 @@ and the demo channel served on 127.0.0.1."""
 from __future__ import annotations
 
 import uuid
+from contextlib import contextmanager
 
 import pytest
 
 from chaffee_assets.settings import Settings
 
 
-@pytest.fixture
-def settings(tmp_path, archive_url) -> Settings:
-    voices = tmp_path / "voices"
+def make_settings(folder, database_url: str) -> Settings:
+    voices = folder / "voices"
     voices.mkdir()
     return Settings(
-        state_dir=tmp_path / "state",
-        database_url=archive_url,
+        state_dir=folder / "state",
+        database_url=database_url,
         whisper_model="tiny.en",
         embedding_model="minilm",
         voices_dir=voices,
@@ -26,7 +26,12 @@ def settings(tmp_path, archive_url) -> Settings:
 
 
 @pytest.fixture
-def instance(pg_server, settings):
+def settings(tmp_path, archive_url) -> Settings:
+    return make_settings(tmp_path, archive_url)
+
+
+@contextmanager
+def dagster_instance(pg_server, settings: Settings):
     """DAGSTER_HOME on Postgres, written the way `chaffee up` writes it."""
     from dagster import DagsterInstance
 
@@ -43,12 +48,11 @@ def instance(pg_server, settings):
         inst.dispose()
 
 
-@pytest.fixture
-def demo_channel(tmp_path, fixtures_dir):
-    """(base_url, folder, items) of the demo channel, served on 127.0.0.1 for one test."""
+@contextmanager
+def served_demo_channel(folder, fixtures_dir):
+    """(base_url, folder, items) of the demo channel, served on 127.0.0.1."""
     from chaffee_assets.lib.demo_channel import build_demo_media, serve, write_feed
 
-    folder = tmp_path / "channel"
     items = build_demo_media(fixtures_dir, folder)
     base_url, stop = serve(folder)
     write_feed(items, base_url, folder / "feed.rss")
@@ -56,3 +60,15 @@ def demo_channel(tmp_path, fixtures_dir):
         yield base_url, folder, items
     finally:
         stop()
+
+
+@pytest.fixture
+def instance(pg_server, settings):
+    with dagster_instance(pg_server, settings) as inst:
+        yield inst
+
+
+@pytest.fixture
+def demo_channel(tmp_path, fixtures_dir):
+    with served_demo_channel(tmp_path / "channel", fixtures_dir) as channel:
+        yield channel

@@ -1,0 +1,130 @@
+"""The whole chain through Dagster on a real instance (Postgres), real models, real yt-dlp downloads
+from 127.0.0.1: a monologue, an interview and a broken video in the same ingest."""
+
+from __future__ import annotations
+
+import uuid
+
+import dagster as dg
+import pytest
+
+from chaffee_assets.ingest import reembed, register, run_videos
+from chaffee_assets.lib import db, sources, store
+from chaffee_assets.lib.search import choose_model
+from chaffee_assets.search_api import search
+from tests.defs.conftest import dagster_instance, make_settings, served_demo_channel
+
+pytestmark = pytest.mark.slow
+
+
+def _meta(instance, asset: str, partition: str) -> dict:
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]), limit=1
+    ).records
+    assert records, f"{asset}[{partition}] not materialised"
+    return {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
+
+
+def _ingest(settings, instance, base_url, items, extra=()):
+    srcs = [sources.Source(i.video_id, f"{base_url}/{i.filename}", i.title, i.upload_date) for i in items]
+    srcs += list(extra)
+    register(settings, instance, srcs)
+    return {o.video_id: o for o in run_videos(settings, instance, [s.video_id for s in srcs], progress=lambda _: None)}
+
+
+# One ingest for the module (real models on CPU take a minute); the tests below read what it left,
+# in order: the re-embed test runs last because it adds a second model.
+@pytest.fixture(scope="module")
+def world(pg_server, fixtures_dir, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("pipeline")
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    db.ensure_database(pg_server.url(), name)
+    db.migrate(pg_server.url(name))
+    settings = make_settings(folder, pg_server.url(name))
+    with dagster_instance(pg_server, settings) as instance, served_demo_channel(folder / "channel", fixtures_dir) as channel:
+        yield settings, instance, channel
+
+
+@pytest.fixture(scope="module")
+def ingested(world):
+    settings, instance, (base_url, _, items) = world
+    chosen = [i for i in items if i.video_id in ("demo-jfk-flac", "demo-interview")]
+    broken = sources.Source("broken-404", f"{base_url}/no-such-talk.m4a", "A talk that is gone")
+    outcomes = _ingest(settings, instance, base_url, chosen, [broken])
+    return base_url, chosen, outcomes
+
+
+@pytest.fixture
+def settings(world):
+    return world[0]
+
+
+@pytest.fixture
+def instance(world):
+    return world[1]
+
+
+def test_ingest_through_dagster_stores_searchable_labelled_passages(settings, instance, ingested):
+    base_url, items, outcomes = ingested
+    assert outcomes["demo-jfk-flac"].ok and outcomes["demo-interview"].ok
+    # the broken video fails alone, with its id and the cause, and writes nothing
+    bad = outcomes["broken-404"]
+    assert not bad.ok and "broken-404" in bad.error and "404" in bad.error
+
+    with db.connect(settings.database_url) as conn:
+        c = store.counts(conn)
+        videos = {r[0] for r in conn.execute("SELECT video_id FROM videos")}
+        speakers = {r[0] for r in conn.execute("SELECT DISTINCT speaker FROM segments WHERE video_id = 'demo-interview'")}
+    assert videos == {"demo-jfk-flac", "demo-interview"}
+    assert c["segments"] > 0 and c["vectors"] == {"all-MiniLM-L6-v2": c["segments"]}
+    assert len(speakers) == 2 and all(s.startswith("Guest") or s == "Chaffee" for s in speakers)
+
+    # the monologue took the fast path, the interview did not; numbers are in the metadata
+    jfk = _meta(instance, "diarization", "demo-jfk-flac")
+    interview = _meta(instance, "diarization", "demo-interview")
+    assert jfk["fast_path"] is True and jfk["pyannote_loaded"] is False
+    assert interview["fast_path"] is False and interview["speakers"] == 2
+    tr = _meta(instance, "transcript", "demo-jfk-flac")
+    assert tr["words"] >= 20 and 0 < tr["real_time_factor"] < 1 and tr["model"] == "tiny.en"
+    assert _meta(instance, "audio", "demo-jfk-flac")["title"] == "Ask not (FLAC)"
+
+    # search finds the line at the right second, with a link there
+    hits = search("ask what you can do for your country", k=3, settings=settings)
+    top = hits[0]
+    assert top.video_id == "demo-jfk-flac" and "your country" in top.text.lower()
+    assert top.start <= 8.0 <= top.end + 1.0
+    assert top.url.startswith(f"{base_url}/demo-jfk-flac.flac#t=")
+
+
+def test_rerun_replaces_and_never_duplicates(settings, instance, ingested):
+    base_url, items, _ = ingested
+    with db.connect(settings.database_url) as conn:
+        before = store.counts(conn)
+    outcomes = _ingest(settings, instance, base_url, items)
+    assert all(o.ok for o in outcomes.values())
+    with db.connect(settings.database_url) as conn:
+        assert store.counts(conn) == before
+
+
+def test_reembed_with_a_second_model_runs_only_embeddings_and_db_rows(settings, instance, ingested):
+    new = settings.model_copy(update={"embedding_model": "mpnet"})
+    runs_before = {r.run_id for r in instance.get_runs()}
+
+    # configured model without vectors yet: search keeps answering from the old one
+    assert search("ask not what your country can do for you", k=1, settings=new)[0].video_id == "demo-jfk-flac"
+    with db.connect(settings.database_url) as conn:
+        assert choose_model(conn, "all-mpnet-base-v2") == "all-MiniLM-L6-v2"
+
+    done = reembed(new, instance, progress=lambda _: None)
+    assert set(done) == {"demo-jfk-flac", "demo-interview"}
+
+    new_runs = [r for r in instance.get_runs() if r.run_id not in runs_before]
+    assert len(new_runs) == 1  # one batched step over both videos
+    steps = {e.step_key for e in instance.all_logs(new_runs[0].run_id) if e.step_key}
+    assert steps == {"embeddings", "db_rows"}  # nothing downloaded or transcribed
+
+    with db.connect(settings.database_url) as conn:
+        c = store.counts(conn)
+        assert choose_model(conn, "all-mpnet-base-v2") == "all-mpnet-base-v2"
+    assert c["vectors"]["all-mpnet-base-v2"] == c["vectors"]["all-MiniLM-L6-v2"] == c["segments"]
+    assert search("ask not what your country can do for you", k=1, settings=new)[0].video_id == "demo-jfk-flac"
