@@ -7,7 +7,7 @@ read-only trees that need a small fix) are assembled once into a writable cache 
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
 import logging
 import os
 import shutil
@@ -27,11 +27,12 @@ def default_cache_dir() -> Path:
 
 
 def _package_dir(name: str) -> Path:
-    try:
-        mod = importlib.import_module(name)
-    except ImportError as e:
-        raise ModelNotFound(f"the package {name!r} that ships this model is not installed ({e}); run `make setup`") from e
-    return Path(list(mod.__path__)[0])
+    """The folder of an installed package, found without importing it (some weight packages import
+    heavy, unneeded dependencies at import time)."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFound(f"the package {name!r} that ships this model is not installed; run `make setup`")
+    return Path(list(spec.submodule_search_locations)[0])
 
 
 def _assemble_once(target: Path, build: Callable[[Path], None]) -> Path:
