@@ -122,13 +122,20 @@ def cmd_enroll(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_voices(settings: Settings, args: argparse.Namespace) -> int:
-    from chaffee_assets.lib.voices import list_profiles
+    from chaffee_assets.lib.errors import VoiceProfileError
+    from chaffee_assets.lib.voices import PROFILE_FILE, read_profile
 
-    profiles = list_profiles(settings.voices_dir)
-    if not profiles:
-        print(f"no voices enrolled in {settings.voices_dir}")
-    for p in profiles:
-        print(f"{p.name:24s} {p.n_clips:3d} clips  model {p.model_id}")
+    root = settings.voices_dir
+    files = sorted(root.glob(f"*/{PROFILE_FILE}")) if root.is_dir() else []
+    if not files:
+        print(f"no voices enrolled in {root}")
+    for f in files:
+        try:
+            p = read_profile(f)
+        except VoiceProfileError as e:
+            print(f"{f.parent.name:24s} unreadable: {e}")
+            continue
+        print(f"{p.name:24s} {p.n_clips:3d} clips  model {p.model_id}  sources {len(p.sources)}")
     return 0
 
 
