@@ -79,7 +79,7 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     print(f"{len(items)} videos: {', '.join(s.video_id for s in items)}")
     with _instance(settings) as instance:
         register(settings, instance, items)
-        outcomes = run_videos(settings, instance, [s.video_id for s in items])
+        outcomes = run_videos(settings, instance, [s.video_id for s in items], log_level="INFO" if args.verbose else "WARNING")
     failed = [o for o in outcomes if not o.ok]
     print(f"{len(outcomes) - len(failed)} ingested, {len(failed)} failed")
     return 1 if failed else 0
@@ -199,11 +199,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _quiet_libraries() -> None:
+    """Keep the terminal to what the user asked for: known, harmless library chatter is dropped."""
+    import warnings
+
+    for message in (
+        r".*backfill_policy.*beta",  # dagster: the parameter is beta, its use is deliberate
+        r"Asset job .* varying BackfillPolicies",  # a one-video run of the whole chain
+        r"(?s).*torchcodec is not installed correctly",  # pyannote: we pass waveforms in memory
+    ):
+        warnings.filterwarnings("ignore", message=message)
+    for name in ("speechbrain", "pyannote", "faster_whisper"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    if not args.verbose:
+        _quiet_libraries()
+    for var, value in (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"), ("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
+                       ("TRANSFORMERS_VERBOSITY", "error")):
+        os.environ.setdefault(var, value)
     try:
         return args.fn(get_settings(), args)
     except ChaffeeError as e:

@@ -97,11 +97,17 @@ def _first_failure(result: dg.ExecuteInProcessResult) -> str:
     return "run failed"
 
 
+def _quiet(log_level: str) -> dict:
+    """Run config: Dagster's console log at `log_level` (every event is in the run's log anyway)."""
+    return {"loggers": {"console": {"config": {"log_level": log_level}}}}
+
+
 def run_videos(
     settings: Settings,
     instance: dg.DagsterInstance,
     video_ids: list[str],
     progress: Callable[[str], None] = print,
+    log_level: str = "WARNING",
 ) -> list[VideoOutcome]:
     """One run per video over the whole chain; a failed video does not stop the others."""
     assets = all_assets(settings.embedding_model)
@@ -112,7 +118,7 @@ def run_videos(
         t0 = time.perf_counter()
         result = dg.materialize(
             assets, instance=instance, resources=resources, partition_key=video_id, raise_on_error=False,
-            tags={"chaffee/launched_by": "chaffee ingest"},
+            tags={"chaffee/launched_by": "chaffee ingest"}, run_config=_quiet(log_level),
         )
         seconds = time.perf_counter() - t0
         steps = step_seconds(instance, result.run_id)
@@ -127,7 +133,9 @@ def run_videos(
     return outcomes
 
 
-def reembed(settings: Settings, instance: dg.DagsterInstance, progress: Callable[[str], None] = print) -> list[str]:
+def reembed(
+    settings: Settings, instance: dg.DagsterInstance, progress: Callable[[str], None] = print, log_level: str = "WARNING"
+) -> list[str]:
     """Materialise `embeddings` and `db_rows` for every video that has passages, as batched steps
     (one per contiguous range of partitions): nothing is downloaded or transcribed."""
     from chaffee_assets.lib.artifacts import ArtifactStore
@@ -155,6 +163,7 @@ def reembed(settings: Settings, instance: dg.DagsterInstance, progress: Callable
             resources=resources,
             tags={"dagster/asset_partition_range_start": r[0], "dagster/asset_partition_range_end": r[-1]},
             raise_on_error=False,
+            run_config=_quiet(log_level),
         )
         if not result.success:
             raise RuntimeError(f"re-embedding failed: {_first_failure(result)}")
