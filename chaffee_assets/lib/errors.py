@@ -50,3 +50,7 @@ class SearchError(ChaffeeError):
 
 class DatabaseError(ChaffeeError):
     pass
+
+
+class DeviceUnavailable(ChaffeeError, ValueError):
+    """An unknown `DEVICE` setting, or `cuda` asked for where torch sees no GPU."""
