@@ -145,7 +145,8 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
     up(settings)
     env = {**os.environ, "DAGSTER_HOME": str(settings.dagster_home)}
     repo = Path(__file__).resolve().parents[1]
-    argv = ["dagster", "dev", "-w", str(repo / "workspace.yaml"), "-h", args.host, "-p", str(args.port)]
+    dagster = Path(sys.executable).parent / "dagster"  # the one installed beside this Python
+    argv = [str(dagster), "dev", "-w", str(repo / "workspace.yaml"), "-h", args.host, "-p", str(args.port)]
     print(f"Dagster UI on http://{args.host}:{args.port} (DAGSTER_HOME={settings.dagster_home})", flush=True)
     os.execvpe(argv[0], argv, env)
     return 0  # not reached
