@@ -128,3 +128,20 @@ def test_reembed_with_a_second_model_runs_only_embeddings_and_db_rows(settings, 
         assert choose_model(conn, "all-mpnet-base-v2") == "all-mpnet-base-v2"
     assert c["vectors"]["all-mpnet-base-v2"] == c["vectors"]["all-MiniLM-L6-v2"] == c["segments"]
     assert search("ask not what your country can do for you", k=1, settings=new)[0].video_id == "demo-jfk-flac"
+
+
+def test_a_silent_video_goes_through_every_asset_and_writes_no_passages(settings, instance, ingested, tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    silent = tmp_path / "silent-talk.wav"
+    sf.write(silent, np.zeros(16_000 * 5, dtype=np.float32), 16_000)
+    register(settings, instance, [sources.Source("silent-talk", str(silent), "Nothing said")])
+    [outcome] = run_videos(settings, instance, ["silent-talk"], progress=lambda _: None)
+    assert outcome.ok, outcome.error
+    assert _meta(instance, "transcript", "silent-talk")["empty"] is True
+    assert _meta(instance, "segments", "silent-talk")["passages"] == 0
+    with db.connect(settings.database_url) as conn:
+        n = conn.execute("SELECT count(*) FROM segments WHERE video_id = 'silent-talk'").fetchone()[0]
+        title = conn.execute("SELECT title FROM videos WHERE video_id = 'silent-talk'").fetchone()[0]
+    assert n == 0 and title == "Nothing said"
