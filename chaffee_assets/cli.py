@@ -49,7 +49,7 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
         print("database   DATABASE_URL (external)")
     else:
         info = pg.running(settings.pg_data_dir)
-        print(f"database   embedded, {'running (pid %d)' % info.pid if info else 'stopped: run `chaffee up`'} in {settings.pg_data_dir}")
+        print(f"database   embedded, {f'running (pid {info.pid})' if info else 'stopped: run `chaffee up`'} in {settings.pg_data_dir}")
         if info is None:
             return 1
     print(f"dagster    DAGSTER_HOME={settings.dagster_home}")

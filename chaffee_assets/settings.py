@@ -48,9 +48,12 @@ class Settings(BaseSettings):
     passage_max_tokens: int = Field(200, alias="PASSAGE_MAX_TOKENS")
 
     # throughput
-    asr_workers: int = Field(1, alias="ASR_WORKERS", ge=1, description="Limit of the `gpu` concurrency pool.")
+    # 2: one step loads its inputs or hands its slot over while the other computes; on a 2-core CPU,
+    # two one-thread models did 1.4-2.2x the work of one two-thread model (bench/throughput.py)
+    asr_workers: int = Field(2, alias="ASR_WORKERS", ge=1, description="Limit of the `gpu` concurrency pool.")
     batch_size: int = Field(256, alias="BATCH_SIZE", ge=1, description="Embedding batch size (passages).")
     download_workers: int = Field(4, alias="DOWNLOAD_WORKERS", ge=1, description="Runs in flight at once (the run queue's limit).")
+    model_threads: int = Field(0, alias="MODEL_THREADS", ge=0, description="CPU threads per model (torch, CTranslate2); 0: the cores divided by ASR_WORKERS.")
     sensor_max_per_tick: int = Field(25, alias="SENSOR_MAX_PER_TICK", ge=1)
     sensor_interval_seconds: int = Field(3600, alias="SENSOR_INTERVAL_SECONDS", ge=30)
 
@@ -67,6 +70,12 @@ class Settings(BaseSettings):
         if self.use_simple_diarization:
             return "simple"
         return self.diarization
+
+    @property
+    def threads_per_model(self) -> int:
+        from chaffee_assets.lib.threads import threads_per_model
+
+        return threads_per_model(self.model_threads, self.asr_workers)
 
     @property
     def state_path(self) -> Path:

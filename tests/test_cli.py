@@ -38,7 +38,7 @@ def test_up_is_idempotent_and_puts_dagster_on_postgres(env):
     yaml = (Path(env["CHAFFEE_HOME"]) / "dagster" / "dagster.yaml").read_text()
     assert "postgres_url" in yaml and "postgresql+psycopg2://" in yaml and "max_concurrent_runs: 4" in yaml
     status = chaffee(env, "status").stdout
-    assert "running" in status and "gpu=1" in status and "0 videos, 0 passages" in status
+    assert "running" in status and "gpu=2" in status and "0 videos, 0 passages" in status
 
 
 def test_status_reads_the_pool_limit_from_asr_workers(env):

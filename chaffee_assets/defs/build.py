@@ -30,6 +30,7 @@ def archive_url(settings: Settings) -> str:
 
 def build_resources(settings: Settings) -> dict[str, object]:
     cache = str(settings.model_cache_dir)
+    threads = settings.threads_per_model
     return {
         "artifacts": ArtifactIOManager(root=settings.artifact_url),
         "artifact_store": ArtifactStoreResource(root=settings.artifact_url),
@@ -41,6 +42,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
             batch_size=settings.whisper_batch_size,
             language=settings.whisper_language,
             model_cache_dir=cache,
+            cpu_threads=threads,
         ),
         "speakers": SpeakerModelsResource(
             device=settings.device,
@@ -50,6 +52,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
             voice_threshold=settings.voice_threshold,
             host_speaker=settings.host_speaker,
             model_cache_dir=cache,
+            cpu_threads=threads,
         ),
         "passages": PassageResource(
             max_seconds=settings.passage_max_seconds,
@@ -58,7 +61,8 @@ def build_resources(settings: Settings) -> dict[str, object]:
             model_cache_dir=cache,
         ),
         "embedder": EmbedderResource(
-            model=settings.embedding_model, device=settings.device, batch_size=settings.batch_size, model_cache_dir=cache
+            model=settings.embedding_model, device=settings.device, batch_size=settings.batch_size, model_cache_dir=cache,
+            cpu_threads=threads,
         ),
         "channel": ChannelResource(url=settings.channel_url, max_per_tick=settings.sensor_max_per_tick),
     }

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import dagster as dg
 from pydantic import PrivateAttr
 
-from chaffee_assets.lib import db
+from chaffee_assets.lib import clock, db
 from chaffee_assets.lib.artifacts import ArtifactStore
 
 T = TypeVar("T")
@@ -25,16 +25,29 @@ MODEL_LOADS: dict[str, int] = {}  # kind -> loads in this process (benchmarks re
 
 
 def cached_model(kind: str, key: tuple, build: Callable[[], T]) -> tuple[T, float]:
-    """The model for `key`, built at most once per process; returns (model, seconds spent loading)."""
+    """The model for `key`, built at most once per process; returns (model, seconds spent loading).
+
+    Each load is recorded (`lib.clock`): the step's metadata shows what it loaded and for how long."""
     with _LOCK:
         full = (kind, *key)
         if full in _MODELS:
             return _MODELS[full], 0.0
+        started = time.time()
         t0 = time.perf_counter()
         model = build()
+        seconds = time.perf_counter() - t0
         _MODELS[full] = model
         MODEL_LOADS[kind] = MODEL_LOADS.get(kind, 0) + 1
-        return model, time.perf_counter() - t0
+        clock.record_load(kind, started, started + seconds)
+        return model, seconds
+
+
+def _limit_torch_threads(device: str, threads: int) -> None:
+    from chaffee_assets.lib.device import resolve_device
+    from chaffee_assets.lib.threads import limit_torch_threads
+
+    if threads > 0 and resolve_device(device)[0] == "cpu":
+        limit_torch_threads(threads)
 
 
 def _cache_dir(path: str | None) -> Path | None:
@@ -75,6 +88,7 @@ class AsrResource(dg.ConfigurableResource):
     batch_size: int = 8
     language: str | None = None
     model_cache_dir: str | None = None
+    cpu_threads: int = 0  # per model on CPU (see lib/threads.py); 0: the library's default
     _transcriber: Any = PrivateAttr(default=None)
     _load_seconds: float = PrivateAttr(default=0.0)
 
@@ -84,7 +98,8 @@ class AsrResource(dg.ConfigurableResource):
 
         device, compute_type = resolve_device(self.device)
         options = AsrOptions(
-            model=self.model, device=device, compute_type=compute_type, batch_size=self.batch_size, language=self.language
+            model=self.model, device=device, compute_type=compute_type, batch_size=self.batch_size, language=self.language,
+            cpu_threads=self.cpu_threads if device == "cpu" else 0,
         )
         self._transcriber, self._load_seconds = cached_model(
             "whisper", (options,), lambda: Transcriber(options, cache_dir=_cache_dir(self.model_cache_dir))
@@ -105,6 +120,11 @@ class SpeakerModelsResource(dg.ConfigurableResource):
     voice_threshold: float = 0.5
     host_speaker: str = "Chaffee"
     model_cache_dir: str | None = None
+    cpu_threads: int = 0  # torch threads on CPU (see lib/threads.py); 0: torch's default
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        _limit_torch_threads(self.device, self.cpu_threads)
+        self.embedder()  # loaded with the run, not while a step holds a `gpu` slot
 
     def _device(self) -> str:
         from chaffee_assets.lib.device import resolve_device
@@ -116,14 +136,18 @@ class SpeakerModelsResource(dg.ConfigurableResource):
 
         device = self._device()
         model, _ = cached_model("ecapa", (device,), lambda: EcapaEmbedder(device, cache_dir=_cache_dir(self.model_cache_dir)))
-        return model
+        return clock.TimedEmbedder(model, "ecapa")  # its calls show as ECAPA time in the step's metadata
 
     def diarizer(self):
-        from chaffee_assets.lib.diarize import DiarizationOptions, Diarizer
+        from chaffee_assets.lib.diarize import DiarizationOptions
 
         options = DiarizationOptions(method=self.diarization, pyannote_model=self.pyannote_model, device=self._device())
-        model, _ = cached_model("diarizer", (options,), lambda: Diarizer(options, self.embedder()))
-        return model
+        # no model of its own (pyannote is built on first use, recorded as a load): not counted as one
+        with _LOCK:
+            key = ("diarizer", options)
+            if key not in _MODELS:
+                _MODELS[key] = clock.timed_diarizer(options, self.embedder())
+            return _MODELS[key]
 
     def namer(self, log: Callable[[str], None] | None = None):
         from chaffee_assets.lib.labels import SpeakerNamer
@@ -139,6 +163,11 @@ class EmbedderResource(dg.ConfigurableResource):
     device: str = "auto"
     batch_size: int = 256
     model_cache_dir: str | None = None
+    cpu_threads: int = 0  # torch threads on CPU (see lib/threads.py); 0: torch's default
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        _limit_torch_threads(self.device, self.cpu_threads)
+        self.embedder()  # loaded with the run, not while the step holds a `gpu` slot
 
     def embedder(self):
         from chaffee_assets.lib.device import resolve_device

@@ -18,6 +18,14 @@ class ChannelResource(dg.ConfigurableResource):
     max_per_tick: int = 25
 
 
+def run_priority(n: int, total: int) -> dict[str, str]:
+    """The n-th oldest of a tick's videos gets a higher run priority than the newer ones: Dagster
+    orders the run queue and the `gpu` pool's waiting steps by it (run priority plus the step's own,
+    see `gpu_priority`), so the oldest video in flight finishes its GPU steps first and frees its run
+    slot, instead of every run in flight waiting on the pool at once."""
+    return {"dagster/priority": str(10 * (total - n))}
+
+
 def _cursor_ids(cursor: str | None) -> set[str]:
     if not cursor:
         return set()
@@ -55,7 +63,9 @@ def build_new_uploads_sensor(interval_seconds: int) -> dg.SensorDefinition:
         ids = [e.video_id for e in new]
         context.log.info("new videos: %s", ", ".join(ids))
         return dg.SensorResult(
-            run_requests=[dg.RunRequest(partition_key=i, run_key=f"video:{i}") for i in ids],
+            run_requests=[
+                dg.RunRequest(partition_key=i, run_key=f"video:{i}", tags=run_priority(n, len(ids))) for n, i in enumerate(ids)
+            ],
             dynamic_partitions_requests=[videos.build_add_request(ids)],
             cursor=json.dumps({"requested": sorted(requested | set(ids))}),
         )

@@ -34,6 +34,7 @@ class AsrOptions:
     language: str | None = None  # None: detected (always en for .en models)
     beam_size: int = 5
     vad: bool = True
+    cpu_threads: int = 0  # CTranslate2 threads on CPU; 0: its default (4, more than a 2-core machine has)
 
 
 class Transcriber:
@@ -47,7 +48,9 @@ class Transcriber:
         self.device, default_compute = resolve_device(options.device)
         self.compute_type = default_compute if options.compute_type == "auto" else options.compute_type
         started = time.perf_counter()
-        self._model = WhisperModel(str(path), device=self.device, compute_type=self.compute_type)
+        self._model = WhisperModel(
+            str(path), device=self.device, compute_type=self.compute_type, cpu_threads=options.cpu_threads
+        )
         self._pipeline = BatchedInferencePipeline(model=self._model)
         self.load_seconds = time.perf_counter() - started
         self.multilingual = bool(self._model.model.is_multilingual)

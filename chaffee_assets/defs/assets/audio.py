@@ -37,6 +37,7 @@ def audio(context: dg.AssetExecutionContext, archive: ArchiveResource, downloade
         raise DownloadError(video_id, "no source registered for this video (add it with `chaffee ingest URL` or the sensor)")
 
     Path(downloader.workdir).mkdir(parents=True, exist_ok=True)
+    started_at = time.time()
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=downloader.workdir, prefix=f"{video_id}-") as work:
         result = fetch_audio(
@@ -62,6 +63,8 @@ def audio(context: dg.AssetExecutionContext, archive: ArchiveResource, downloade
             "duration_s": round(result.seconds, 2),
             "size_bytes": meta.size_bytes,
             "fetch_decode_seconds": round(seconds, 2),
+            "real_time_factor": round(seconds / result.seconds, 4) if result.seconds else 0.0,
+            "timeline": dg.MetadataValue.json({"fetch_decode": [round(started_at, 3), round(started_at + seconds, 3)]}),
         }
     )
     return result

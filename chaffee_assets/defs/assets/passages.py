@@ -7,6 +7,7 @@ import time
 import dagster as dg
 
 from chaffee_assets.defs.assets.audio import PER_VIDEO
+from chaffee_assets.defs.assets.speech import gpu_priority
 from chaffee_assets.defs.partitions import videos
 from chaffee_assets.defs.resources import (
     ArchiveResource,
@@ -14,7 +15,9 @@ from chaffee_assets.defs.resources import (
     EmbedderResource,
     PassageResource,
 )
+from chaffee_assets.defs.timing import run_stage_metadata, timing_metadata
 from chaffee_assets.lib import store
+from chaffee_assets.lib.clock import model_call, step_clock
 from chaffee_assets.lib.errors import ModelNotFound
 from chaffee_assets.lib.models import embedding_model_id
 from chaffee_assets.lib.segment import PassageOptions, build_passages
@@ -43,9 +46,11 @@ def embedding_code_version(model: str) -> str:
 )
 def segments(context: dg.AssetExecutionContext, passages: PassageResource, speaker_labels: SpeakerLabels) -> Passages:
     """Words and labels become retrieval passages: one speaker each, cut at sentence ends, bounded."""
-    counter = passages.token_counter()
-    options = PassageOptions(max_seconds=passages.max_seconds, max_tokens=min(passages.max_tokens, counter.max_tokens))
-    result = build_passages(speaker_labels.video_id, speaker_labels.words, options, counter.count_tokens)
+    t0 = time.perf_counter()
+    with step_clock(uses=["tokenizer"]) as clock:
+        counter = passages.token_counter()
+        options = PassageOptions(max_seconds=passages.max_seconds, max_tokens=min(passages.max_tokens, counter.max_tokens))
+        result = build_passages(speaker_labels.video_id, speaker_labels.words, options, counter.count_tokens)
     lengths = [p.end - p.start for p in result.passages]
     context.add_output_metadata(
         {
@@ -53,6 +58,8 @@ def segments(context: dg.AssetExecutionContext, passages: PassageResource, speak
             "speakers": dg.MetadataValue.json(sorted({p.speaker for p in result.passages})),
             "mean_passage_seconds": round(sum(lengths) / len(lengths), 2) if lengths else 0.0,
             "max_passage_seconds": round(max(lengths), 2) if lengths else 0.0,
+            "seconds": round(time.perf_counter() - t0, 2),
+            **timing_metadata(clock),
         }
     )
     return result
@@ -68,6 +75,7 @@ def build_embedding_assets(model: str) -> list[dg.AssetsDefinition]:
         io_manager_key="artifacts",
         backfill_policy=BATCHED,
         pool="gpu",
+        op_tags=gpu_priority(3),
         group_name="search",
         kinds={"sentence_transformers", "python"},
         code_version=f"embeddings-{version}",
@@ -76,12 +84,14 @@ def build_embedding_assets(model: str) -> list[dg.AssetsDefinition]:
         context: dg.AssetExecutionContext, embedder: EmbedderResource, segments: dict[str, Passages]
     ) -> dict[str, PassageVectors]:
         """Passage vectors, batched across every video in the step (one model load)."""
-        model = embedder.embedder()
-        total = sum(len(p.passages) for p in segments.values())
-        context.log.info("embedding %d passages of %d videos with %s", total, len(segments), model.model_id)
-        t0 = time.perf_counter()
-        result = model.embed_videos(segments)
-        seconds = time.perf_counter() - t0
+        with step_clock(uses=["text_embedder"]) as clock:
+            model = embedder.embedder()
+            total = sum(len(p.passages) for p in segments.values())
+            context.log.info("embedding %d passages of %d videos with %s", total, len(segments), model.model_id)
+            t0 = time.perf_counter()
+            with model_call(model.model_id):
+                result = model.embed_videos(segments)
+            seconds = time.perf_counter() - t0
         context.add_output_metadata(
             {
                 "videos": len(segments),
@@ -91,6 +101,7 @@ def build_embedding_assets(model: str) -> list[dg.AssetsDefinition]:
                 "seconds": round(seconds, 2),
                 "model": model.model_id,
                 "dimensions": model.dim,
+                **timing_metadata(clock),
             }
         )
         return result
@@ -112,10 +123,11 @@ def build_embedding_assets(model: str) -> list[dg.AssetsDefinition]:
     ) -> dg.MaterializeResult:
         """Each video's rows replaced in one transaction (binary COPY); vectors keyed by model."""
         t0 = time.perf_counter()
-        store_ = artifact_store.store
-        items = [(store_.load_audio_meta(v), segments[v], embeddings[v]) for v in sorted(segments)]
-        with archive.connect() as conn:
-            written = store.write_videos(conn, items)
+        with step_clock() as clock:
+            store_ = artifact_store.store
+            items = [(store_.load_audio_meta(v), segments[v], embeddings[v]) for v in sorted(segments)]
+            with archive.connect() as conn:
+                written = store.write_videos(conn, items)
         for c in written:
             context.log.info("video %s: %d passages, %d vectors (%s) written", c.video_id, c.segments, c.vectors, c.model)
         return dg.MaterializeResult(
@@ -126,6 +138,8 @@ def build_embedding_assets(model: str) -> list[dg.AssetsDefinition]:
                 "segments_replaced": sum(1 for c in written if c.segments_replaced),
                 "index_created": any(c.index_created for c in written),
                 "seconds": round(time.perf_counter() - t0, 2),
+                "timeline": dg.MetadataValue.json(clock.summary()["timeline"]),
+                **run_stage_metadata(context),
             }
         )
 
