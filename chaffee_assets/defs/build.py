@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from chaffee_assets.defs.assets import all_assets
+from chaffee_assets.defs.concurrency import fix_pool_wait_busy_loop
 from chaffee_assets.defs.io import ArtifactIOManager
 from chaffee_assets.defs.resources import (
     ArchiveResource,
@@ -29,6 +30,7 @@ def archive_url(settings: Settings) -> str:
 
 
 def build_resources(settings: Settings) -> dict[str, object]:
+    fix_pool_wait_busy_loop()  # a run waiting for a `gpu` slot sleeps instead of spinning a core
     cache = str(settings.model_cache_dir)
     threads = settings.threads_per_model
     return {
