@@ -56,7 +56,14 @@ def transcript(context: dg.AssetExecutionContext, asr: AsrResource, audio: Audio
     return result
 
 
-@dg.asset(**COMMON, pool="gpu", op_tags=gpu_priority(1), kinds={"pyannote", "python"}, code_version="diarization-v1")
+# After `transcript` (an ordering, not an input): a run executes its steps one at a time, and two of
+# its `gpu` steps waiting at once would both queue for a slot; the one given a slot while the other
+# computes would hold it idle (measured: a slot held idle for the whole of a 9-minute pyannote step
+# while three other runs waited for it).
+@dg.asset(
+    **COMMON, pool="gpu", deps=[transcript], op_tags=gpu_priority(1), kinds={"pyannote", "python"},
+    code_version="diarization-v1",
+)
 def diarization(context: dg.AssetExecutionContext, speakers: SpeakerModelsResource, audio: Audio) -> Diarization:
     """Speaker turns; `auto` takes the monologue fast path when one voice is found."""
     with step_clock(uses=["ecapa"]) as clock:
