@@ -96,6 +96,27 @@ def test_ingest_through_dagster_stores_searchable_labelled_passages(settings, in
     assert top.url.startswith(f"{base_url}/demo-jfk-flac.flac#t=")
 
 
+def test_the_ui_metadata_says_where_each_video_spent_its_time(instance, ingested):
+    """Per-video timings an operator reads in the UI: seconds per model, the real-time factor of the
+    inference, and on the last step the seconds of each step of the run and the slowest one."""
+    tr = _meta(instance, "transcript", "demo-jfk-flac")
+    assert tr["seconds_by_model"]["whisper"] > 0 and 0 < tr["inference_rtf"] < 1
+    assert tr["inference_seconds"] == pytest.approx(sum(tr["seconds_by_model"].values()), abs=0.01)
+    body = tr["timeline"]["body"]
+    assert all(body[0] <= a < b <= body[1] for _, a, b in tr["timeline"]["models"])
+
+    # the interview ran pyannote, the monologue only the ECAPA check: both show up per model
+    interview = _meta(instance, "diarization", "demo-interview")["seconds_by_model"]
+    monologue = _meta(instance, "diarization", "demo-jfk-flac")["seconds_by_model"]
+    assert interview["pyannote"] > 0 and "pyannote" not in monologue and monologue["ecapa"] > 0
+
+    rows = _meta(instance, "db_rows", "demo-interview")
+    stages = rows["run_stage_seconds"]
+    assert {"audio", "transcript", "diarization", "speaker_labels", "segments", "embeddings"} <= set(stages)
+    assert rows["run_slowest_stage"] == max(stages, key=stages.get)
+    assert rows["run_seconds"] >= sum(stages.values()) - 0.01
+
+
 def test_rerun_replaces_and_never_duplicates(settings, instance, ingested):
     base_url, items, _ = ingested
     with db.connect(settings.database_url) as conn:
@@ -145,3 +166,4 @@ def test_a_silent_video_goes_through_every_asset_and_writes_no_passages(settings
         n = conn.execute("SELECT count(*) FROM segments WHERE video_id = 'silent-talk'").fetchone()[0]
         title = conn.execute("SELECT title FROM videos WHERE video_id = 'silent-talk'").fetchone()[0]
     assert n == 0 and title == "Nothing said"
+
