@@ -183,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     corpus_mod.add_corpus_arguments(p)
     p.add_argument("--repeats", type=int, default=1, help="measure each side this many times (order alternates)")
     p.add_argument("--sides", choices=["both", "project", "sequential"], default="both")
+    p.add_argument("--first", choices=["sequential", "project"], default="sequential",
+                   help="the side measured first in the first repeat (then alternating)")
     p.add_argument("--project-env", action="append", default=[], metavar="KEY=VALUE",
                    help="a setting for the project's processes (e.g. ASR_WORKERS=2); repeatable")
     p.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE[,KEY=VALUE]",
@@ -219,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
         for rep in range(args.repeats):
             projects = list(variants)
             projects = projects[rep % len(projects):] + projects[: rep % len(projects)]
-            order = ["sequential", *projects] if rep % 2 == 0 else [*projects, "sequential"]
+            seq_first = (rep % 2 == 0) == (args.first == "sequential")
+            order = ["sequential", *projects] if seq_first else [*projects, "sequential"]
             if args.sides == "project":
                 order = projects
             elif args.sides == "sequential":
