@@ -54,7 +54,7 @@ class Loader:
 def load_models(settings: Settings) -> tuple[dict, list[list]]:
     from chaffee_assets.lib.asr import AsrOptions, Transcriber
     from chaffee_assets.lib.device import resolve_device
-    from chaffee_assets.lib.diarize import DiarizationOptions
+    from chaffee_assets.lib.diarize import DiarizationOptions, Diarizer
     from chaffee_assets.lib.embed import TextEmbedder
     from chaffee_assets.lib.labels import SpeakerNamer
     from chaffee_assets.lib.speaker_embed import EcapaEmbedder
@@ -72,10 +72,10 @@ def load_models(settings: Settings) -> tuple[dict, list[list]]:
     if device == "cpu":
         limit_torch_threads(threads)
     m = {"transcriber": load("whisper", lambda: Transcriber(asr, cache_dir=cache))}
-    ecapa = clock.TimedEmbedder(load("ecapa", lambda: EcapaEmbedder(device, cache_dir=cache)), "ecapa")
+    ecapa = load("ecapa", lambda: EcapaEmbedder(device, cache_dir=cache))
     # the project's `pyannote` method: same options, pyannote on every video
     options = DiarizationOptions(method="pyannote", pyannote_model=settings.pyannote_model, device=device)
-    m["diarizer"] = clock.timed_diarizer(options, ecapa)
+    m["diarizer"] = Diarizer(options, ecapa)
     with clock.step_clock() as c:  # the pyannote pipeline is built lazily: build it now, once
         m["diarizer"].load_pyannote()
     load.loads += [list(x) for x in c.loads]

@@ -136,17 +136,17 @@ class SpeakerModelsResource(dg.ConfigurableResource):
 
         device = self._device()
         model, _ = cached_model("ecapa", (device,), lambda: EcapaEmbedder(device, cache_dir=_cache_dir(self.model_cache_dir)))
-        return clock.TimedEmbedder(model, "ecapa")  # its calls show as ECAPA time in the step's metadata
+        return model
 
     def diarizer(self):
-        from chaffee_assets.lib.diarize import DiarizationOptions
+        from chaffee_assets.lib.diarize import DiarizationOptions, Diarizer
 
         options = DiarizationOptions(method=self.diarization, pyannote_model=self.pyannote_model, device=self._device())
         # no model of its own (pyannote is built on first use, recorded as a load): not counted as one
         with _LOCK:
             key = ("diarizer", options)
             if key not in _MODELS:
-                _MODELS[key] = clock.timed_diarizer(options, self.embedder())
+                _MODELS[key] = Diarizer(options, self.embedder())
             return _MODELS[key]
 
     def namer(self, log: Callable[[str], None] | None = None):

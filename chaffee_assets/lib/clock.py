@@ -167,39 +167,3 @@ def record_load(kind: str, start: float, end: float) -> None:
     else:
         with _LOCK:
             _PENDING_LOADS.append((kind, start, end))
-
-
-class TimedEmbedder:
-    """A speaker embedder whose `embed` calls are recorded as the model `name`; the rest passes through."""
-
-    def __init__(self, inner: Any, name: str = "ecapa"):
-        self._inner = inner
-        self._name = name
-
-    def embed(self, waveform_chunks: list) -> Any:
-        with model_call(self._name):
-            return self._inner.embed(waveform_chunks)
-
-    def __getattr__(self, attr: str) -> Any:
-        return getattr(self._inner, attr)
-
-
-def timed_diarizer(options: Any, embedder: Any) -> Any:
-    """A `lib.diarize.Diarizer` whose pyannote load and pyannote inference are recorded apart."""
-    from chaffee_assets.lib.diarize import Diarizer
-
-    class TimedDiarizer(Diarizer):
-        def load_pyannote(self) -> Any:
-            if self.pyannote_loaded:
-                return super().load_pyannote()
-            t0 = time.time()
-            pipeline = super().load_pyannote()
-            record_load("pyannote", t0, time.time())
-            return pipeline
-
-        def pyannote_turns(self, wav: Any) -> Any:
-            self.load_pyannote()  # a load is start-up, not inference
-            with model_call("pyannote"):
-                return super().pyannote_turns(wav)
-
-    return TimedDiarizer(options, embedder)

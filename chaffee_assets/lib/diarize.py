@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from chaffee_assets.lib import vad
+from chaffee_assets.lib import clock, vad
 from chaffee_assets.lib.device import resolve_device
 from chaffee_assets.lib.errors import ModelNotFound
 from chaffee_assets.lib.models import segmentation_dir
@@ -297,9 +297,12 @@ class Diarizer:
         return _relabel_by_first_appearance(turns)
 
     def load_pyannote(self) -> Any:
-        """Build the pyannote pipeline once (imports pyannote.audio on first use)."""
+        """Build the pyannote pipeline once (imports pyannote.audio on first use); the build is
+        recorded as a `pyannote` load in the current step clock (`lib.clock`)."""
         if self._pipeline is None:
+            started = time.time()
             self._pipeline = self._build_pyannote()
+            clock.record_load("pyannote", started, time.time())
         return self._pipeline
 
     def _build_pyannote(self) -> Any:
@@ -337,8 +340,9 @@ class Diarizer:
     def pyannote_turns(self, wav: np.ndarray) -> tuple[Turn, ...]:
         import torch
 
-        pipeline = self.load_pyannote()
-        output = pipeline({"waveform": torch.from_numpy(wav).unsqueeze(0), "sample_rate": SAMPLE_RATE})
+        pipeline = self.load_pyannote()  # a load is start-up, not inference
+        with clock.model_call("pyannote"):
+            output = pipeline({"waveform": torch.from_numpy(wav).unsqueeze(0), "sample_rate": SAMPLE_RATE})
         annotation = getattr(output, "speaker_diarization", output)  # DiarizeOutput (4.x) or Annotation
         turns = [Turn(float(s.start), float(s.end), str(label)) for s, _, label in annotation.itertracks(yield_label=True)]
         return _relabel_by_first_appearance(turns)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from chaffee_assets.lib import clock
 from chaffee_assets.lib.device import resolve_device
 from chaffee_assets.lib.models import ecapa_dir
 from chaffee_assets.lib.types import SAMPLE_RATE
@@ -51,7 +52,12 @@ class EcapaEmbedder:
         return EMBEDDING_DIM
 
     def embed(self, waveform_chunks: list[np.ndarray]) -> np.ndarray:
-        """(n, 192) float32, L2-normalised; chunks of similar length are batched together."""
+        """(n, 192) float32, L2-normalised; chunks of similar length are batched together.
+        Recorded as `ecapa` time in the current step clock (`lib.clock`)."""
+        with clock.model_call("ecapa"):
+            return self._embed(waveform_chunks)
+
+    def _embed(self, waveform_chunks: list[np.ndarray]) -> np.ndarray:
         import torch
 
         if not waveform_chunks:

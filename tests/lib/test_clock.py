@@ -42,15 +42,14 @@ def test_outside_a_clock_model_calls_are_free_and_process_start_is_in_the_past()
     assert 0 <= time.time() - clock.process_started_at() < 24 * 3600
 
 
-def test_timed_embedder_records_its_calls_and_passes_the_rest_through():
-    class Fake:
-        model_id = "fake-ecapa"
+def test_ecapa_embedding_calls_are_recorded_as_ecapa_time():
+    import numpy as np
 
-        def embed(self, chunks):
-            return len(chunks)
+    from chaffee_assets.lib.speaker_embed import EcapaEmbedder
 
-    timed = clock.TimedEmbedder(Fake(), "ecapa")
+    ecapa = EcapaEmbedder("cpu")
     with clock.step_clock() as c:
-        assert timed.embed([1, 2, 3]) == 3
-    assert timed.model_id == "fake-ecapa"
+        out = ecapa.embed([np.random.default_rng(0).normal(0, 0.1, 16_000).astype(np.float32)])
+    assert out.shape == (1, 192)
     assert [m for m, _, _ in c.intervals] == ["ecapa"]
+    assert c.seconds_by_model()["ecapa"] > 0
