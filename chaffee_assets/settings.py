@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     asr_workers: int = Field(2, alias="ASR_WORKERS", ge=1, description="Limit of the `gpu` concurrency pool.")
     batch_size: int = Field(256, alias="BATCH_SIZE", ge=1, description="Embedding batch size (passages).")
     download_workers: int = Field(4, alias="DOWNLOAD_WORKERS", ge=1, description="Runs in flight at once (the run queue's limit).")
-    model_threads: int = Field(0, alias="MODEL_THREADS", ge=0, description="CPU threads per model (torch, CTranslate2); 0: the cores divided by ASR_WORKERS.")
+    model_threads: int = Field(0, alias="MODEL_THREADS", ge=0, description="CPU threads per model (torch, CTranslate2); 0: whisper gets the cores divided by ASR_WORKERS, torch models the cores divided by the models computing at the moment.")
     sensor_max_per_tick: int = Field(25, alias="SENSOR_MAX_PER_TICK", ge=1)
     sensor_interval_seconds: int = Field(3600, alias="SENSOR_INTERVAL_SECONDS", ge=30)
 

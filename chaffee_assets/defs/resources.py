@@ -42,12 +42,18 @@ def cached_model(kind: str, key: tuple, build: Callable[[], T]) -> tuple[T, floa
         return model, seconds
 
 
-def _limit_torch_threads(device: str, threads: int) -> None:
+def _cpu_threads(device: str, threads: int, share: bool) -> None:
+    """On CPU: torch's threads fixed at `threads`, or, with `share`, following the share of the cores
+    among the models computing on this machine now (`lib.threads.CoreShare`)."""
+    from chaffee_assets.lib import threads as lib_threads
     from chaffee_assets.lib.device import resolve_device
-    from chaffee_assets.lib.threads import limit_torch_threads
 
-    if threads > 0 and resolve_device(device)[0] == "cpu":
-        limit_torch_threads(threads)
+    if resolve_device(device)[0] != "cpu":
+        return
+    if share:
+        lib_threads.share_cores()
+    elif threads > 0:
+        lib_threads.limit_torch_threads(threads)
 
 
 def _cache_dir(path: str | None) -> Path | None:
@@ -88,7 +94,8 @@ class AsrResource(dg.ConfigurableResource):
     batch_size: int = 8
     language: str | None = None
     model_cache_dir: str | None = None
-    cpu_threads: int = 0  # per model on CPU (see lib/threads.py); 0: the library's default
+    cpu_threads: int = 0  # CTranslate2 threads on CPU, fixed at load (see lib/threads.py); 0: its default
+    share_cores: bool = False  # count its calls in the cores' share, so torch models make room
     _transcriber: Any = PrivateAttr(default=None)
     _load_seconds: float = PrivateAttr(default=0.0)
 
@@ -97,6 +104,7 @@ class AsrResource(dg.ConfigurableResource):
         from chaffee_assets.lib.device import resolve_device
 
         device, compute_type = resolve_device(self.device)
+        _cpu_threads(device, 0, self.share_cores)
         options = AsrOptions(
             model=self.model, device=device, compute_type=compute_type, batch_size=self.batch_size, language=self.language,
             cpu_threads=self.cpu_threads if device == "cpu" else 0,
@@ -121,9 +129,10 @@ class SpeakerModelsResource(dg.ConfigurableResource):
     host_speaker: str = "Chaffee"
     model_cache_dir: str | None = None
     cpu_threads: int = 0  # torch threads on CPU (see lib/threads.py); 0: torch's default
+    share_cores: bool = False  # torch threads follow the cores' share instead (lib/threads.py)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        _limit_torch_threads(self.device, self.cpu_threads)
+        _cpu_threads(self.device, self.cpu_threads, self.share_cores)
         self.embedder()  # loaded with the run, not while a step holds a `gpu` slot
 
     def _device(self) -> str:
@@ -164,9 +173,10 @@ class EmbedderResource(dg.ConfigurableResource):
     batch_size: int = 256
     model_cache_dir: str | None = None
     cpu_threads: int = 0  # torch threads on CPU (see lib/threads.py); 0: torch's default
+    share_cores: bool = False  # torch threads follow the cores' share instead (lib/threads.py)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        _limit_torch_threads(self.device, self.cpu_threads)
+        _cpu_threads(self.device, self.cpu_threads, self.share_cores)
         self.embedder()  # loaded with the run, not while the step holds a `gpu` slot
 
     def embedder(self):

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+from chaffee_assets.lib import threads
+
 Interval = tuple[str, float, float]  # (model, start, end), epoch seconds
 
 
@@ -147,16 +149,18 @@ def step_clock(uses: Iterable[str] = ()) -> Iterator[StepClock]:
 
 @contextmanager
 def model_call(model: str) -> Iterator[None]:
-    """Time a model computing (a no-op outside a clock)."""
-    clock = _CURRENT.get()
-    if clock is None:
-        yield
-        return
-    clock.enter(model)
-    try:
-        yield
-    finally:
-        clock.exit()
+    """A model computing: timed in the current clock (if any), and counted among the calls that
+    share the machine's cores while it runs (`lib.threads.computing`, when sharing is on)."""
+    with threads.computing():
+        clock = _CURRENT.get()
+        if clock is None:
+            yield
+            return
+        clock.enter(model)
+        try:
+            yield
+        finally:
+            clock.exit()
 
 
 def record_load(kind: str, start: float, end: float) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from chaffee_assets.lib import clock, vad
+from chaffee_assets.lib import clock, threads, vad
 from chaffee_assets.lib.device import resolve_device
 from chaffee_assets.lib.errors import ModelNotFound
 from chaffee_assets.lib.models import segmentation_dir
@@ -187,6 +187,26 @@ def _pipeline_path(name: str) -> Path:
     raise ModelNotFound(f"pyannote pipeline {name!r}: no config.yaml there (a local pipeline folder is needed; no hub access)")
 
 
+class _Progress:
+    """pyannote's hook, called between its batches: threads follow the cores' share
+    (`lib.threads.rebalance`), and a long diarization logs how far it is every `every_s` seconds."""
+
+    def __init__(self, audio_seconds: float, every_s: float = 30.0):
+        self.audio_seconds = audio_seconds
+        self.every_s = every_s
+        self.started = self.logged = time.perf_counter()
+
+    def __call__(self, step: str, artifact: Any = None, file: Any = None, total: int | None = None, completed: int | None = None) -> None:
+        threads.rebalance()
+        now = time.perf_counter()
+        if total and completed is not None and now - self.logged >= self.every_s:
+            self.logged = now
+            log.info(
+                "pyannote on %.0f s of audio: %s %d/%d batches, %.0f s so far",
+                self.audio_seconds, step, min(completed, total), total, now - self.started,
+            )
+
+
 class Diarizer:
     """Speaker turns of one `Audio`; the pyannote pipeline is built lazily, once per Diarizer."""
 
@@ -341,8 +361,9 @@ class Diarizer:
         import torch
 
         pipeline = self.load_pyannote()  # a load is start-up, not inference
+        progress = _Progress(len(wav) / SAMPLE_RATE)
         with clock.model_call("pyannote"):
-            output = pipeline({"waveform": torch.from_numpy(wav).unsqueeze(0), "sample_rate": SAMPLE_RATE})
+            output = pipeline({"waveform": torch.from_numpy(wav).unsqueeze(0), "sample_rate": SAMPLE_RATE}, hook=progress)
         annotation = getattr(output, "speaker_diarization", output)  # DiarizeOutput (4.x) or Annotation
         turns = [Turn(float(s.start), float(s.end), str(label)) for s, _, label in annotation.itertracks(yield_label=True)]
         return _relabel_by_first_appearance(turns)

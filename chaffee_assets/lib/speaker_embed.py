@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from chaffee_assets.lib import clock
+from chaffee_assets.lib import clock, threads
 from chaffee_assets.lib.device import resolve_device
 from chaffee_assets.lib.models import ecapa_dir
 from chaffee_assets.lib.types import SAMPLE_RATE
@@ -73,6 +73,7 @@ class EcapaEmbedder:
         out = np.zeros((len(chunks), EMBEDDING_DIM), dtype=np.float32)
         with torch.inference_mode():
             for b in range(0, len(order), self.batch_size):
+                threads.rebalance()
                 idx = order[b : b + self.batch_size]
                 longest = max(chunks[i].size for i in idx)
                 batch = np.zeros((len(idx), longest), dtype=np.float32)

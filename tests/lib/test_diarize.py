@@ -101,6 +101,51 @@ def test_auto_runs_pyannote_on_the_sample_with_low_der(embedder, sample, fixture
 
 
 @pytest.mark.slow
+@pytest.mark.slow
+def test_pyannote_threads_follow_the_cores_share_between_batches(embedder, sample, tmp_path, monkeypatch):
+    """With sharing on, pyannote gives a core up while another model computes on the machine and
+    takes it back once that one is done, between its batches (lib/threads.py)."""
+    import threading
+
+    import torch
+
+    from chaffee_assets.lib import clock, threads
+
+    before = torch.get_num_threads()
+    threads.share_cores(tmp_path / "cores", cores=2, interval_s=0.0)
+    release, entered = threading.Event(), threading.Event()
+
+    def other_model():
+        with clock.model_call("whisper"):
+            entered.set()
+            release.wait(60)
+
+    seen: list[int] = []
+    real = threads.rebalance
+
+    def spy():
+        real()
+        seen.append(torch.get_num_threads())
+        if len(seen) == 2:
+            release.set()
+            other.join()
+
+    monkeypatch.setattr(threads, "rebalance", spy)
+    other = threading.Thread(target=other_model)
+    other.start()
+    entered.wait(10)
+    try:
+        diarizer = Diarizer(DiarizationOptions(method="pyannote", device="cpu"), embedder)
+        turns = diarizer.pyannote_turns(sample.waveform[: 15 * SAMPLE_RATE])
+    finally:
+        release.set()
+        threads.stop_sharing()
+        torch.set_num_threads(before)
+    assert turns
+    assert len(seen) >= 4, seen
+    assert seen[:2] == [1, 1] and set(seen[2:]) == {2}, seen
+
+
 def test_fast_path_never_imports_pyannote(fixtures_dir):
     """In a fresh interpreter: importing the module loads no torch; the fast path loads no pyannote."""
     code = f"""
