@@ -74,7 +74,11 @@ class CoreShare:
     def active(self) -> int:
         """Model calls computing on this machine now (this process's included)."""
         n = 0
-        for p in self.directory.iterdir():
+        try:
+            entries = list(self.directory.iterdir())
+        except OSError:  # the folder was cleaned away: nobody registered
+            return 0
+        for p in entries:
             if p.name.startswith("."):
                 continue
             try:
@@ -106,7 +110,13 @@ class CoreShare:
             return
         name = f"{os.getpid()}-{threading.get_ident()}-{next(_SEQ)}"
         tmp = self.directory / f".{name}"
-        fd = os.open(tmp, os.O_CREAT | os.O_WRONLY, 0o600)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, os.O_CREAT | os.O_WRONLY, 0o600)
+        except OSError as e:  # a registry that cannot be written never stops a model
+            log.warning("cores' share: cannot register in %s (%s); threads stay as they are", self.directory, e)
+            yield
+            return
         fcntl.flock(fd, fcntl.LOCK_EX)
         os.rename(tmp, self.directory / name)  # visible only once locked: never taken for a dead one
         self._local.depth = 1
@@ -124,9 +134,12 @@ class CoreShare:
         if not force and now - self._applied_at < self.interval_s:
             return None
         self._applied_at = now
-        n = self.share()
-        if "torch" in sys.modules:
-            limit_torch_threads(n)
+        active = self.active()
+        n = max(1, self.cores // max(1, active))
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.get_num_threads() != n:
+            torch.set_num_threads(n)
+            log.debug("torch: %d intra-op threads (%d cores, %d models computing)", n, self.cores, active)
         return n
 
 

@@ -98,3 +98,13 @@ def test_rebalance_is_rate_limited(tmp_path):
         assert s.apply() is None  # applied on entry, not again within the interval
         assert s.apply(force=True) == 2
     assert s.active() == 0
+
+
+def test_a_registry_folder_cleaned_away_is_made_again(share):
+    import shutil
+
+    shutil.rmtree(share.directory)
+    assert share.active() == 0
+    with clock.model_call("ecapa"):
+        assert share.active() == 1
+    assert share.active() == 0
