@@ -62,6 +62,7 @@ def write_dagster_yaml(settings: Settings, dagster_url: str) -> Path:
         TEMPLATE.read_text()
         .replace("__POSTGRES_URL__", json.dumps(_sqlalchemy_url(dagster_url)))
         .replace("__MAX_CONCURRENT_RUNS__", str(settings.download_workers))
+        .replace("__POOL_POLL_SECONDS__", repr(settings.pool_poll_seconds))
     )
     path = home / "dagster.yaml"
     if not path.exists() or path.read_text() != text:

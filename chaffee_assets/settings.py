@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     batch_size: int = Field(256, alias="BATCH_SIZE", ge=1, description="Embedding batch size (passages).")
     download_workers: int = Field(4, alias="DOWNLOAD_WORKERS", ge=1, description="Runs in flight at once (the run queue's limit).")
     model_threads: int = Field(0, alias="MODEL_THREADS", ge=0, description="CPU threads per model (torch, CTranslate2); 0: whisper gets the cores divided by ASR_WORKERS, torch models the cores divided by the models computing at the moment.")
+    pool_poll_seconds: float = Field(
+        0.5, alias="POOL_POLL_SECONDS", gt=0, le=15,
+        description="How often a step waiting for a `gpu` slot asks again (Dagster's own back-off grows to 15 s).",
+    )
     sensor_max_per_tick: int = Field(25, alias="SENSOR_MAX_PER_TICK", ge=1)
     sensor_interval_seconds: int = Field(3600, alias="SENSOR_INTERVAL_SECONDS", ge=30)
 

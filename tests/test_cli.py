@@ -37,6 +37,7 @@ def test_up_is_idempotent_and_puts_dagster_on_postgres(env):
     assert "migrations" not in second  # nothing left to apply
     yaml = (Path(env["CHAFFEE_HOME"]) / "dagster" / "dagster.yaml").read_text()
     assert "postgres_url" in yaml and "postgresql+psycopg2://" in yaml and "max_concurrent_runs: 4" in yaml
+    assert "pool_poll_seconds: 0.5" in yaml
     status = chaffee(env, "status").stdout
     assert "running" in status and "gpu=2" in status and "0 videos, 0 passages" in status
 
