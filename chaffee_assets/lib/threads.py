@@ -3,7 +3,8 @@
 Every model library starts as many threads as it sees cores (CTranslate2 even 4 on any machine).
 When several steps compute at once (ASR_WORKERS > 1), or one computes while other runs download,
 decode and load, those threads outnumber the cores; OpenMP threads that spin-wait for each other
-then make a model several times slower. One share of the cores per concurrent model avoids that.
+then make a model several times slower. One share of the cores per concurrent model avoids that:
+fixed (`threads_per_model`), or following the models that compute right now (`CoreShare`).
 """
 
 from __future__ import annotations
@@ -110,15 +111,18 @@ class CoreShare:
             return
         name = f"{os.getpid()}-{threading.get_ident()}-{next(_SEQ)}"
         tmp = self.directory / f".{name}"
+        fd = -1
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             fd = os.open(tmp, os.O_CREAT | os.O_WRONLY, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.rename(tmp, self.directory / name)  # visible only once locked: never taken for a dead one
         except OSError as e:  # a registry that cannot be written never stops a model
+            if fd >= 0:
+                os.close(fd)
             log.warning("cores' share: cannot register in %s (%s); threads stay as they are", self.directory, e)
             yield
             return
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        os.rename(tmp, self.directory / name)  # visible only once locked: never taken for a dead one
         self._local.depth = 1
         try:
             self.apply(force=True)
@@ -158,7 +162,11 @@ def share_cores(directory: Path | None = None, cores: int | None = None, interva
         log.info("no fcntl here: model threads stay fixed")
         return None
     if _SHARE is None or (directory is not None and _SHARE.directory != Path(directory)) or (cores and _SHARE.cores != cores):
-        _SHARE = CoreShare(directory, cores, interval_s)
+        try:
+            _SHARE = CoreShare(directory, cores, interval_s)
+        except OSError as e:
+            log.warning("cores' share unavailable (%s): model threads stay fixed", e)
+            return None
         log.info("model threads follow the cores' share (%d cores, registry %s)", _SHARE.cores, _SHARE.directory)
     return _SHARE
 

@@ -108,3 +108,14 @@ def test_a_registry_folder_cleaned_away_is_made_again(share):
     with clock.model_call("ecapa"):
         assert share.active() == 1
     assert share.active() == 0
+
+
+def test_an_unwritable_registry_never_stops_a_model(tmp_path):
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    assert threads.share_cores(blocked / "cores", cores=2) is None  # cannot be made: sharing stays off
+    s = threads.CoreShare(tmp_path / "cores", cores=2)
+    s.directory = blocked / "cores"  # the folder became unusable after start
+    with s.computing():
+        assert s.active() == 0
+    threads.stop_sharing()
