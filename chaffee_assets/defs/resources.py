@@ -24,10 +24,11 @@ _LOCK = threading.RLock()  # re-entrant: a model may be built from another cache
 MODEL_LOADS: dict[str, int] = {}  # kind -> loads in this process (benchmarks read it)
 
 
-def cached_model(kind: str, key: tuple, build: Callable[[], T]) -> tuple[T, float]:
+def cached_model(kind: str, key: tuple, build: Callable[[], T], is_load: bool = True) -> tuple[T, float]:
     """The model for `key`, built at most once per process; returns (model, seconds spent loading).
 
-    Each load is recorded (`lib.clock`): the step's metadata shows what it loaded and for how long."""
+    Each load is recorded (`lib.clock`): the step's metadata shows what it loaded and for how long.
+    `is_load=False` caches an object that loads nothing itself (it is neither counted nor recorded)."""
     with _LOCK:
         full = (kind, *key)
         if full in _MODELS:
@@ -37,8 +38,9 @@ def cached_model(kind: str, key: tuple, build: Callable[[], T]) -> tuple[T, floa
         model = build()
         seconds = time.perf_counter() - t0
         _MODELS[full] = model
-        MODEL_LOADS[kind] = MODEL_LOADS.get(kind, 0) + 1
-        clock.record_load(kind, started, started + seconds)
+        if is_load:
+            MODEL_LOADS[kind] = MODEL_LOADS.get(kind, 0) + 1
+            clock.record_load(kind, started, started + seconds)
         return model, seconds
 
 
@@ -151,12 +153,10 @@ class SpeakerModelsResource(dg.ConfigurableResource):
         from chaffee_assets.lib.diarize import DiarizationOptions, Diarizer
 
         options = DiarizationOptions(method=self.diarization, pyannote_model=self.pyannote_model, device=self._device())
-        # no model of its own (pyannote is built on first use, recorded as a load): not counted as one
-        with _LOCK:
-            key = ("diarizer", options)
-            if key not in _MODELS:
-                _MODELS[key] = Diarizer(options, self.embedder())
-            return _MODELS[key]
+        # no model of its own (pyannote is built on first use, recorded as a load then)
+        embedder = self.embedder()
+        diarizer, _ = cached_model("diarizer", (options,), lambda: Diarizer(options, embedder), is_load=False)
+        return diarizer
 
     def namer(self, log: Callable[[str], None] | None = None):
         from chaffee_assets.lib.labels import SpeakerNamer
