@@ -82,6 +82,11 @@ class Settings(BaseSettings):
         return threads_per_model(self.model_threads, self.asr_workers)
 
     @property
+    def share_cores(self) -> bool:
+        """Torch models follow the cores' share among the models computing now (lib/threads.py)."""
+        return self.model_threads == 0
+
+    @property
     def state_path(self) -> Path:
         return self.state_dir.expanduser().resolve()
 

@@ -33,7 +33,6 @@ def build_resources(settings: Settings) -> dict[str, object]:
     fix_pool_wait_busy_loop()  # a run waiting for a `gpu` slot sleeps instead of spinning a core
     cache = str(settings.model_cache_dir)
     threads = settings.threads_per_model
-    share = settings.model_threads == 0  # torch threads follow the cores' share (lib/threads.py)
     return {
         "artifacts": ArtifactIOManager(root=settings.artifact_url),
         "artifact_store": ArtifactStoreResource(root=settings.artifact_url),
@@ -46,7 +45,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
             language=settings.whisper_language,
             model_cache_dir=cache,
             cpu_threads=threads,
-            share_cores=share,
+            share_cores=settings.share_cores,
         ),
         "speakers": SpeakerModelsResource(
             device=settings.device,
@@ -57,7 +56,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
             host_speaker=settings.host_speaker,
             model_cache_dir=cache,
             cpu_threads=threads,
-            share_cores=share,
+            share_cores=settings.share_cores,
         ),
         "passages": PassageResource(
             max_seconds=settings.passage_max_seconds,
@@ -68,7 +67,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
         "embedder": EmbedderResource(
             model=settings.embedding_model, device=settings.device, batch_size=settings.batch_size, model_cache_dir=cache,
             cpu_threads=threads,
-            share_cores=share,
+            share_cores=settings.share_cores,
         ),
         "channel": ChannelResource(url=settings.channel_url, max_per_tick=settings.sensor_max_per_tick),
     }

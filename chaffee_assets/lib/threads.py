@@ -43,13 +43,13 @@ def threads_per_model(setting: int, concurrent_models: int) -> int:
     return max(1, available_cores() // max(1, concurrent_models))
 
 
-def limit_torch_threads(n: int) -> None:
+def limit_torch_threads(n: int, level: int = logging.INFO) -> None:
     """torch's intra-op threads in this process (imports torch)."""
     import torch
 
     if n > 0 and torch.get_num_threads() != n:
         torch.set_num_threads(n)
-        log.info("torch: %d intra-op threads", n)
+        log.log(level, "torch: %d intra-op threads", n)
 
 
 # -- sharing the cores among the models computing now ----------------------------------------------
@@ -138,13 +138,15 @@ class CoreShare:
         if not force and now - self._applied_at < self.interval_s:
             return None
         self._applied_at = now
-        active = self.active()
-        n = max(1, self.cores // max(1, active))
-        torch = sys.modules.get("torch")
-        if torch is not None and torch.get_num_threads() != n:
-            torch.set_num_threads(n)
-            log.debug("torch: %d intra-op threads (%d cores, %d models computing)", n, self.cores, active)
+        n = self.share()
+        if "torch" in sys.modules:  # a process without torch has no threads to set
+            limit_torch_threads(n, logging.DEBUG)
         return n
+
+    def rebalance(self) -> None:
+        """Inside a model call of this thread: follow the share if it changed (rate-limited)."""
+        if getattr(self._local, "depth", 0):
+            self.apply()
 
 
 _SEQ = itertools.count()
@@ -183,5 +185,5 @@ def computing() -> contextlib.AbstractContextManager[None]:
 
 def rebalance() -> None:
     """Between batches of a long model call: follow the share if it changed."""
-    if _SHARE is not None and getattr(_SHARE._local, "depth", 0):
-        _SHARE.apply()
+    if _SHARE is not None:
+        _SHARE.rebalance()
