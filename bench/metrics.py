@@ -18,7 +18,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, field
 
-GPU_STEPS = ("transcript", "diarization", "speaker_labels", "embeddings")
+GPU_ASSETS = ("transcript", "diarization", "speaker_labels", "embeddings")
 STAGES = ("startup", "audio", "transcript", "diarization", "speaker_labels", "segments", "embeddings", "db_rows", "index")
 COLOURS = {
     "startup": "#c8c8c8", "audio": "#4c72b0", "transcript": "#dd8452", "diarization": "#55a868",
@@ -143,12 +143,18 @@ def project_side(trace: dict) -> Side:
     run_loads: dict[str, list[tuple[str, float, float]]] = {}
     run_models: dict[str, list[Interval]] = {}
 
+    made: dict[str, dict[str, list[str]]] = {}  # run -> step -> the assets it materialised, in order
     for run in runs:
         starts = {e["step"]: e["t"] for e in _events(run, "STEP_START")}
         ends = {e["step"]: e["t"] for e in _events(run, "STEP_SUCCESS")}
         steps = [(k, (starts[k], ends[k])) for k in sorted(starts, key=starts.get) if k in ends]
         step_rows[run["run_id"]] = steps
-        gpu_busy += [(run["run_id"], iv) for k, iv in steps if k in GPU_STEPS]
+        made[run["run_id"]] = by_step = {}
+        for mat in _events(run, "ASSET_MATERIALIZATION"):
+            if mat["asset"] not in by_step.setdefault(mat["step"], []):
+                by_step[mat["step"]].append(mat["asset"])
+        # a `gpu` step: one that makes a gpu asset (`speech` makes three; older layouts one each)
+        gpu_busy += [(run["run_id"], iv) for k, iv in steps if _is_gpu(k, by_step)]
         run_loads[run["run_id"]] = []
         run_models[run["run_id"]] = []
         for mat in _events(run, "ASSET_MATERIALIZATION"):
@@ -158,28 +164,29 @@ def project_side(trace: dict) -> Side:
             for kind, a, b in tl.get("loads", []):
                 loads.append((kind, a, b))
                 run_loads[run["run_id"]].append((kind, a, b))
-                origin = tl["process_started_at"] if a < starts.get(mat["asset"], a) else tl.get("body", [a])[0]
+                origin = tl["process_started_at"] if a < starts.get(mat["step"], a) else tl.get("body", [a])[0]
                 startups.append(b - origin)
 
     for run in runs:
         steps = step_rows[run["run_id"]]
+        by_step = made[run["run_id"]]
         mats = {m["asset"]: m for m in _events(run, "ASSET_MATERIALIZATION")}
         vid = run["partition"]
         if vid is None:  # a batched run over several videos (a backfill's embeddings/db_rows)
             batch_rows += steps
             continue
         v = by_video.setdefault(vid, Video(vid, 0.0))
-        for k, iv in steps:
-            v.stages[k] = iv
-            md = mats.get(k, {}).get("metadata", {})
-            tl = md.get("timeline") or {}
+        v.stages.update(_stages(run, steps))
+        for asset, m in mats.items():
+            tl = m["metadata"].get("timeline") or {}
             body = tl.get("body") or tl.get("fetch_decode")
             if body:
-                v.bodies[k] = (body[0], body[1])
-            if k == "audio":
-                v.audio_seconds = float(md.get("duration_s", 0.0))
-            if k == "transcript":
-                v.transcribe_seconds = float(md.get("inference_seconds", md.get("processing_seconds", 0.0)))
+                v.bodies[asset] = (body[0], body[1])
+        if "audio" in mats:
+            v.audio_seconds = float(mats["audio"]["metadata"].get("duration_s", 0.0))
+        if "transcript" in mats:
+            md = mats["transcript"]["metadata"]
+            v.transcribe_seconds = float(md.get("inference_seconds", md.get("processing_seconds", 0.0)))
         starting = _first(run, "PIPELINE_STARTING") or run["start"]
         proc = next((m["metadata"]["timeline"]["process_started_at"] for m in mats.values()
                      if "process_started_at" in (m["metadata"].get("timeline") or {})), None)
@@ -188,16 +195,39 @@ def project_side(trace: dict) -> Side:
         # pool waits: from the previous step's end to this gpu step's start
         prev_end = steps[0][1][0] if steps else None
         for k, (a, b) in steps:
-            if k in GPU_STEPS and prev_end is not None and a > prev_end:
+            if _is_gpu(k, by_step) and prev_end is not None and a > prev_end:
                 v.waits[k] = (prev_end, a)
             prev_end = b
-        v.overhead = _overhead(run, steps, v, run_loads[run["run_id"]], gpu_busy, pool_limit, starting, proc)
+        v.overhead = _overhead(run, steps, by_step, v, run_loads[run["run_id"]], gpu_busy, pool_limit, starting, proc)
         if v.overhead:
-            v.overhead.update(_slot_overhead(steps, run_models[run["run_id"]]))
+            v.overhead.update(_slot_overhead(steps, by_step, run_models[run["run_id"]]))
             v.overhead["gpu_overhead"] = v.overhead["gpu_slot_idle"] + v.overhead["gpu_handoff"]
+            v.overhead["gpu_steps"] = sum(1 for k, _ in steps if _is_gpu(k, by_step))
 
     videos = [by_video[k] for k in sorted(by_video)]
     return Side("project", t0, t1, videos, models, loads, startups, trace.get("settings", {}), batch_rows)
+
+
+def _is_gpu(step: str, by_step: dict[str, list[str]]) -> bool:
+    return any(a in GPU_ASSETS for a in by_step.get(step, [step]))
+
+
+def _stages(run: dict, steps: list[tuple[str, Interval]]) -> dict[str, Interval]:
+    """Each asset's stretch of its step: a step making several assets is split at their
+    materialisations (the last one takes the step's tail); a step that made none keeps its key."""
+    out: dict[str, Interval] = {}
+    for k, (a, b) in steps:
+        mats = sorted((m["t"], m["asset"]) for m in _events(run, "ASSET_MATERIALIZATION") if m["step"] == k)
+        if not mats:
+            out[k] = (a, b)
+            continue
+        mark = a
+        for i, (t, asset) in enumerate(mats):
+            end = b if i == len(mats) - 1 else t
+            lo = out.get(asset, (mark, end))[0]  # a step over several partitions of one asset
+            out[asset] = (lo, end)
+            mark = t
+    return out
 
 
 def _pickup(wait: Interval, others: list[Interval], limit: int) -> float:
@@ -213,7 +243,7 @@ def _pickup(wait: Interval, others: list[Interval], limit: int) -> float:
     return start - max(free_at) if free_at else 0.0
 
 
-def _overhead(run, steps, v: Video, loads, gpu_busy, limit: int, starting: float | None, proc: float | None) -> dict:
+def _overhead(run, steps, by_step, v: Video, loads, gpu_busy, limit: int, starting: float | None, proc: float | None) -> dict:
     end = _first(run, "PIPELINE_SUCCESS") or run["end"]
     if not steps or starting is None or end is None:
         return {}
@@ -232,7 +262,10 @@ def _overhead(run, steps, v: Video, loads, gpu_busy, limit: int, starting: float
     if init0 and init1:  # resources, less the model loads among them
         out["resource_init"] = (init1 - init0) - measure(intersect(run_loads, [(init0, init1)]))
     # inside steps: loading inputs, storing outputs, events (a step's time outside its body)
-    out["step_framing"] = sum((b - a) - measure(intersect([v.bodies[k]], [(a, b)])) for k, (a, b) in steps if k in v.bodies)
+    out["step_framing"] = sum(
+        (b - a) - measure(intersect(union([v.bodies[x] for x in by_step.get(k, [k]) if x in v.bodies]), [(a, b)]))
+        for k, (a, b) in steps if any(x in v.bodies for x in by_step.get(k, [k]))
+    )
     # between steps, not queueing for a full pool: hand-offs, a freed slot not yet noticed
     gaps = [(steps[i][1][1], steps[i + 1][1][0]) for i in range(len(steps) - 1)]
     out["between_steps"] = measure(gaps) - measure(intersect(gaps, queued))
@@ -240,10 +273,10 @@ def _overhead(run, steps, v: Video, loads, gpu_busy, limit: int, starting: float
     return out
 
 
-def _slot_overhead(steps, models: list[Interval]) -> dict:
+def _slot_overhead(steps, by_step, models: list[Interval]) -> dict:
     """Time this video's steps held a `gpu` slot with no model computing (loading inputs, storing
     outputs, events, a lazy model load)."""
-    held = sum((b - a) - measure(intersect(models, [(a, b)])) for k, (a, b) in steps if k in GPU_STEPS)
+    held = sum((b - a) - measure(intersect(models, [(a, b)])) for k, (a, b) in steps if _is_gpu(k, by_step))
     return {"gpu_slot_idle": held}
 
 

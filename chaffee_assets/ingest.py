@@ -74,17 +74,29 @@ def register(settings: Settings, instance: dg.DagsterInstance, items: list[sourc
 
 
 def step_seconds(instance: dg.DagsterInstance, run_id: str) -> dict[str, float]:
-    """Seconds from each step's start to its end, from the run's event log."""
-    starts: dict[str, float] = {}
+    """Seconds of each stage of the run, from its event log: a step that makes one asset counts as
+    that asset; a step that makes several (`speech`: transcript, diarization, speaker_labels) is
+    split at its materialisations, each asset taking the time since the previous one (the last
+    one also the step's tail). A step that materialised nothing, or the part of a step after which it
+    failed, goes under the step's key."""
+    mark: dict[str, float] = {}  # step -> start of its current stage
+    last: dict[str, str] = {}  # step -> the asset it materialised last
     out: dict[str, float] = {}
     for entry in instance.all_logs(run_id):
         ev = entry.dagster_event
         if ev is None or ev.step_key is None:
             continue
+        step, t = ev.step_key, entry.timestamp
         if ev.event_type_value == "STEP_START":
-            starts[ev.step_key] = entry.timestamp
-        elif ev.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE") and ev.step_key in starts:
-            out[ev.step_key] = entry.timestamp - starts[ev.step_key]
+            mark[step] = t
+        elif ev.event_type_value == "ASSET_MATERIALIZATION" and step in mark:
+            asset = ev.asset_key.path[-1]
+            out[asset] = out.get(asset, 0.0) + t - mark[step]
+            mark[step], last[step] = t, asset
+        elif ev.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE") and step in mark:
+            # a failure's tail is the work that failed, not the asset stored before it
+            stage = last.get(step, step) if ev.event_type_value == "STEP_SUCCESS" else step
+            out[stage] = out.get(stage, 0.0) + t - mark.pop(step)
     return out
 
 

@@ -117,6 +117,28 @@ def test_the_ui_metadata_says_where_each_video_spent_its_time(instance, ingested
     assert rows["run_seconds"] >= sum(stages.values()) - 0.01
 
 
+def test_speaker_labels_alone_names_the_stored_turns_without_whisper_or_pyannote(settings, instance, ingested):
+    """`transcript`, `diarization` and `speaker_labels` are made by one `gpu` step (`speech`);
+    selecting one of them (what re-naming after `chaffee enroll` does) computes only that one and
+    reads the others back from the artifact store."""
+    from chaffee_assets.defs.assets import all_assets
+    from chaffee_assets.defs.build import build_resources
+
+    before = _meta(instance, "speaker_labels", "demo-interview")
+    result = dg.materialize(
+        all_assets(settings.embedding_model), selection=["speaker_labels"], instance=instance,
+        resources=build_resources(settings), partition_key="demo-interview",
+    )
+    assert result.success
+    steps = {e.step_key for e in instance.all_logs(result.run_id) if e.step_key}
+    made = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert steps == {"speech"} and made == {"speaker_labels"}
+    after = _meta(instance, "speaker_labels", "demo-interview")
+    assert after["words_labelled"] == before["words_labelled"] > 0
+    assert after["speakers"] == before["speakers"]
+    assert set(after["seconds_by_model"]) <= {"ecapa"}  # no whisper, no pyannote in this run
+
+
 def test_rerun_replaces_and_never_duplicates(settings, instance, ingested):
     base_url, items, _ = ingested
     with db.connect(settings.database_url) as conn:
