@@ -143,6 +143,7 @@ def project_side(trace: dict) -> Side:
     run_loads: dict[str, list[tuple[str, float, float]]] = {}
     run_models: dict[str, list[Interval]] = {}
 
+    batch_runs: list[dict] = []
     made: dict[str, dict[str, list[str]]] = {}  # run -> step -> the assets it materialised, in order
     for run in runs:
         starts = {e["step"]: e["t"] for e in _events(run, "STEP_START")}
@@ -171,9 +172,11 @@ def project_side(trace: dict) -> Side:
         steps = step_rows[run["run_id"]]
         by_step = made[run["run_id"]]
         mats = {m["asset"]: m for m in _events(run, "ASSET_MATERIALIZATION")}
-        vid = run["partition"]
-        if vid is None:  # a batched run over several videos (a backfill's embeddings/db_rows)
+        parts = {m["partition"] for m in _events(run, "ASSET_MATERIALIZATION")}
+        vid = run["partition"] or (next(iter(parts)) if len(parts) == 1 else None)
+        if vid is None or "audio" not in dict(steps):  # a backfill's batched embeddings/db_rows run
             batch_rows += steps
+            batch_runs.append(run)
             continue
         v = by_video.setdefault(vid, Video(vid, 0.0))
         v.stages.update(_stages(run, steps))
@@ -203,6 +206,18 @@ def project_side(trace: dict) -> Side:
             v.overhead.update(_slot_overhead(steps, by_step, run_models[run["run_id"]]))
             v.overhead["gpu_overhead"] = v.overhead["gpu_slot_idle"] + v.overhead["gpu_handoff"]
             v.overhead["gpu_steps"] = sum(1 for k, _ in steps if _is_gpu(k, by_step))
+
+    # a batched run's `gpu` step holds a slot for all its videos: each carries its share
+    for run in batch_runs:
+        by_step = made[run["run_id"]]
+        covered = sorted({m["partition"] for m in _events(run, "ASSET_MATERIALIZATION") if m["partition"] in by_video})
+        held = _slot_overhead(step_rows[run["run_id"]], by_step, run_models[run["run_id"]])["gpu_slot_idle"]
+        for vid in covered:
+            o = by_video[vid].overhead
+            if o:
+                o["gpu_slot_idle"] += held / len(covered)
+                o["gpu_overhead"] += held / len(covered)
+                o["gpu_steps"] += sum(1 for k, _ in step_rows[run["run_id"]] if _is_gpu(k, by_step)) / len(covered)
 
     videos = [by_video[k] for k in sorted(by_video)]
     return Side("project", t0, t1, videos, models, loads, startups, trace.get("settings", {}), batch_rows)

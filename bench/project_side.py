@@ -117,6 +117,71 @@ def start_sensor(env: dict[str, str], log: Path) -> float:
     return time.time() - t0
 
 
+ASSETS = ("audio", "transcript", "diarization", "speaker_labels", "segments", "embeddings", "db_rows")
+BACKFILL = """mutation Launch($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+    ... on InvalidSubsetError { message }
+  }
+}"""
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def graphql(port: int, query: str, variables: dict | None = None, timeout: float = 60.0) -> dict:
+    import json
+    import urllib.request
+
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": query, "variables": variables or {}}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return json.loads(r.read())
+
+
+def wait_for_webserver(port: int, proc: subprocess.Popen, log: Path, timeout: float = 180.0) -> float:
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if proc.poll() is not None:
+            raise RuntimeError(f"dagster-webserver exited with {proc.returncode}; see {log}")
+        try:
+            out = graphql(port, "{ workspaceOrError { __typename ... on Workspace { locationEntries { "
+                                "locationOrLoadError { __typename } } } } }", timeout=5)
+            entries = out["data"]["workspaceOrError"]["locationEntries"]
+            if entries and all(e["locationOrLoadError"]["__typename"] == "RepositoryLocation" for e in entries):
+                return time.time() - t0
+        except (OSError, KeyError, TypeError, ValueError):
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"dagster-webserver not ready after {timeout:.0f} s; see {log}")
+
+
+def add_videos(env: dict[str, str], feed_url: str, log: Path) -> float:
+    """`chaffee add FEED`: the channel's videos become partitions and nothing runs. Returns its seconds."""
+    t0 = time.time()
+    with open(log, "ab") as out:
+        subprocess.run([str(BIN / "chaffee"), "add", feed_url], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+                       check=True, timeout=300)
+    return time.time() - t0
+
+
+def launch_backfill(port: int, video_ids: list[str]) -> str:
+    """What the UI's *Materialize* → *Launch backfill* sends: every asset, these partitions."""
+    params = {"partitionNames": video_ids, "assetSelection": [{"path": [a]} for a in ASSETS], "fromFailure": False}
+    out = graphql(port, BACKFILL, {"params": params})
+    res = (out.get("data") or {}).get("launchPartitionBackfill") or {}
+    if res.get("__typename") != "LaunchBackfillSuccess":
+        raise RuntimeError(f"project: backfill not launched: {out}")
+    return res["backfillId"]
+
+
 def wait_until_stored(instance, expected: set[str], timeout: float, progress: Callable[[str], None]) -> None:
     import dagster as dg
     from dagster._core.storage.dagster_run import DagsterRunStatus, RunsFilter
@@ -143,6 +208,14 @@ def _plain(value: object) -> object:
     return getattr(value, "value", value)
 
 
+def _partition(tags) -> str | None:
+    """The run's one video: the sensor's runs tag it, a backfill's runs give a range of one."""
+    if tags.get("dagster/partition"):
+        return tags["dagster/partition"]
+    lo, hi = tags.get("dagster/asset_partition_range_start"), tags.get("dagster/asset_partition_range_end")
+    return lo if lo and lo == hi else None
+
+
 def collect(instance) -> dict:
     """Runs, their events (steps, engine events) and the assets' metadata, as plain data."""
     runs = []
@@ -163,7 +236,7 @@ def collect(instance) -> dict:
             events.append(item)
         runs.append({
             "run_id": run.run_id,
-            "partition": run.tags.get("dagster/partition"),
+            "partition": _partition(run.tags),
             "status": run.status.value,
             "created": rec.create_timestamp.timestamp(),
             "start": rec.start_time,
@@ -173,9 +246,32 @@ def collect(instance) -> dict:
     return {"runs": runs}
 
 
+@contextmanager
+def _launcher(launch: str, env: dict[str, str], feed_url: str, video_ids: list[str], state: Path,
+              progress: Callable[[str], None]) -> Iterator[float]:
+    """Starts the work; yields the seconds the starting command took (its clock ends as it returns)."""
+    log = state / "daemon.log"
+    if launch == "sensor":
+        yield start_sensor(env, log)
+        return
+    if launch != "backfill":
+        raise ValueError(f"unknown launch {launch!r}: sensor or backfill")
+    added = add_videos(env, feed_url, log)
+    port = free_port()
+    argv = [str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), "-w", str(REPO / "workspace.yaml")]
+    with started(argv, env, state / "webserver.log") as web:
+        ready = wait_for_webserver(port, web, state / "webserver.log")
+        t0 = time.time()
+        backfill = launch_backfill(port, video_ids)
+        progress(f"project: `chaffee add` in {added:.1f} s, webserver ready in {ready:.1f} s, backfill {backfill} launched")
+        yield time.time() - t0
+
+
 def run_project(feed_url: str, video_ids: list[str], state: Path, overrides: dict[str, str], timeout: float,
-                progress: Callable[[str], None], sampler=None) -> dict:
-    """One project-side measurement; returns the raw trace (see `collect`) plus launch/finish times."""
+                progress: Callable[[str], None], sampler=None, launch: str = "sensor") -> dict:
+    """One project-side measurement; returns the raw trace (see `collect`) plus launch/finish times.
+    `launch`: "sensor" (turned on as the UI's toggle does) or "backfill" (`chaffee add FEED`, then a
+    backfill of every asset over the videos, sent to dagster-webserver as the UI sends it)."""
     from dagster import DagsterInstance
 
     from chaffee_assets.instance import down, up
@@ -193,16 +289,16 @@ def run_project(feed_url: str, video_ids: list[str], state: Path, overrides: dic
         try:
             with started([str(BIN / "dagster-daemon"), "run", "-w", str(REPO / "workspace.yaml")], env, log) as daemon:
                 ready = wait_for_daemon(instance, daemon, log)
-                progress(f"project: dagster-daemon healthy in {ready:.1f} s (pid {daemon.pid}); turning the sensor on")
-                cli = start_sensor(env, log)
-                launched = time.time()
-                if sampler:
-                    sampler.start()
-                try:
-                    wait_until_stored(instance, set(video_ids), timeout, progress)
-                finally:
+                progress(f"project: dagster-daemon healthy in {ready:.1f} s (pid {daemon.pid}); launching by {launch}")
+                with _launcher(launch, env, feed_url, video_ids, state, progress) as cli:
+                    launched = time.time()
                     if sampler:
-                        sampler.stop()
+                        sampler.start()
+                    try:
+                        wait_until_stored(instance, set(video_ids), timeout, progress)
+                    finally:
+                        if sampler:
+                            sampler.stop()
             trace = collect(instance)
         finally:
             instance.dispose()
@@ -210,6 +306,6 @@ def run_project(feed_url: str, video_ids: list[str], state: Path, overrides: dic
         down(settings)
     ends = [e["t"] for r in trace["runs"] for e in r["events"]
             if e["type"] == "ASSET_MATERIALIZATION" and e.get("asset") == "db_rows"]
-    trace.update(side="project", launched_at=launched, finished_at=max(ends), sensor_cli_seconds=cli,
+    trace.update(side="project", launch=launch, launched_at=launched, finished_at=max(ends), sensor_cli_seconds=cli,
                  settings={k: str(v) for k, v in settings.model_dump(by_alias=True).items()}, env_overrides=overrides)
     return trace

@@ -190,6 +190,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE[,KEY=VALUE]",
                    help="measure the project side once per variant (settings on top of --project-env), "
                         "order rotating across repeats: compares tunings side by side; repeatable")
+    p.add_argument("--launch", choices=["sensor", "backfill"], default="sensor",
+                   help="how the project side starts: the sensor turned on (one run per video, the whole chain), or "
+                        "`chaffee add` + a backfill of every asset launched through dagster-webserver's GraphQL as the "
+                        "UI does (one run per video up to segments, embeddings/db_rows batched across videos)")
     p.add_argument("--timeout", type=float, default=6 * 3600, help="give up on the project side after this many seconds")
     p.add_argument("--gpu-report", action="store_true", help="sample nvidia-smi during the project side")
     p.add_argument("--keep-state", action="store_true", help="keep the project's state folders (default: removed)")
@@ -235,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
                     side = metrics.sequential_side(trace)
                 else:
                     env = {**overrides, **variants[name]}
-                    trace = project_side.run_project(feed_url, ids, folder, env, args.timeout, log, sampler)
+                    trace = project_side.run_project(feed_url, ids, folder, env, args.timeout, log, sampler, args.launch)
                     side = metrics.project_side(trace)
                     side.name = name
                     if not args.keep_state:

@@ -85,6 +85,26 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_add(settings: Settings, args: argparse.Namespace) -> int:
+    """Register videos as `videos` partitions (and their sources) without running anything: what a
+    backfill of a channel's history from the UI starts from."""
+    from chaffee_assets.ingest import expand, register
+    from chaffee_assets.instance import up
+
+    up(settings)
+    items = expand(args.sources)
+    if args.limit:
+        items = items[: args.limit]
+    with _instance(settings) as instance:
+        known = set(instance.get_dynamic_partitions("videos"))
+        register(settings, instance, items)
+    new = [s.video_id for s in items if s.video_id not in known]
+    print(f"{len(items)} videos listed, {len(new)} new partitions: {', '.join(new) or 'none'}")
+    if new:
+        print("backfill them from the UI (Assets, select all, Materialize, choose the partitions) or with `chaffee ingest`")
+    return 0
+
+
 def cmd_reembed(settings: Settings, args: argparse.Namespace) -> int:
     from chaffee_assets.ingest import reembed
     from chaffee_assets.instance import up
@@ -170,6 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("sources", nargs="+", help="YouTube URL, media URL, local file, channel URL or RSS feed")
     s.add_argument("--limit", type=int, default=0, help="at most this many videos")
     s.set_defaults(fn=cmd_ingest)
+
+    s = sub.add_parser("add", help="add videos, channels or feeds as partitions without running them (then backfill)")
+    s.add_argument("sources", nargs="+", help="YouTube URL, media URL, local file, channel URL or RSS feed")
+    s.add_argument("--limit", type=int, default=0, help="at most this many videos")
+    s.set_defaults(fn=cmd_add)
 
     sub.add_parser("reembed", help="re-materialise embeddings and db_rows with EMBEDDING_MODEL").set_defaults(fn=cmd_reembed)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -72,3 +73,28 @@ def test_ingest_of_bad_files_names_each_video_and_the_cause(env, tmp_path):
 def test_ingest_rejects_a_missing_file_before_doing_anything(env, tmp_path):
     r = chaffee(env, "ingest", str(tmp_path / "nope.wav"), check=False)
     assert r.returncode == 2 and "no such file" in r.stderr
+
+
+def _instance_state(env) -> tuple[list[str], int]:
+    """The `videos` partitions and the number of runs on this state folder's Dagster instance."""
+    code = ("import json, dagster as dg; i = dg.DagsterInstance.get(); "
+            "print(json.dumps(sorted(i.get_dynamic_partitions('videos')))); print(len(i.get_runs()))")
+    home = str(Path(env["CHAFFEE_HOME"]) / "dagster")
+    out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], env={**env, "DAGSTER_HOME": home}, cwd=env["_CWD"],
+                         capture_output=True, text=True, check=True).stdout.strip().splitlines()
+    return json.loads(out[-2]), int(out[-1])
+
+
+def test_add_registers_partitions_for_a_backfill_and_runs_nothing(env, tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    for name in ("talk-a", "talk-b"):
+        sf.write(tmp_path / f"{name}.wav", np.zeros(16_000, dtype=np.float32), 16_000)
+    files = [str(tmp_path / "talk-a.wav"), str(tmp_path / "talk-b.wav")]
+    chaffee(env, "up")
+    _, runs_before = _instance_state(env)
+    assert "2 videos listed, 2 new partitions: talk-a, talk-b" in chaffee(env, "add", *files).stdout
+    assert "0 new partitions" in chaffee(env, "add", *files).stdout  # again: nothing new
+    partitions, runs = _instance_state(env)
+    assert {"talk-a", "talk-b"} <= set(partitions) and runs == runs_before
