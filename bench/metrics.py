@@ -172,14 +172,15 @@ def project_side(trace: dict) -> Side:
         steps = step_rows[run["run_id"]]
         by_step = made[run["run_id"]]
         mats = {m["asset"]: m for m in _events(run, "ASSET_MATERIALIZATION")}
+        # the run's video: what it materialised (a sensor's run and a backfill's run of one video alike)
         parts = {m["partition"] for m in _events(run, "ASSET_MATERIALIZATION")}
-        vid = run["partition"] or (next(iter(parts)) if len(parts) == 1 else None)
+        vid = next(iter(parts)) if len(parts) == 1 else None
         if vid is None or "audio" not in dict(steps):  # a backfill's batched embeddings/db_rows run
             batch_rows += steps
             batch_runs.append(run)
             continue
         v = by_video.setdefault(vid, Video(vid, 0.0))
-        v.stages.update(_stages(run, steps))
+        v.stages.update(_stages(run))
         for asset, m in mats.items():
             tl = m["metadata"].get("timeline") or {}
             body = tl.get("body") or tl.get("fetch_decode")
@@ -227,21 +228,13 @@ def _is_gpu(step: str, by_step: dict[str, list[str]]) -> bool:
     return any(a in GPU_ASSETS for a in by_step.get(step, [step]))
 
 
-def _stages(run: dict, steps: list[tuple[str, Interval]]) -> dict[str, Interval]:
-    """Each asset's stretch of its step: a step making several assets is split at their
-    materialisations (the last one takes the step's tail); a step that made none keeps its key."""
+def _stages(run: dict) -> dict[str, Interval]:
+    """Each stage's stretch of the run (`lib.stages`: the `speech` step split into its assets)."""
+    from chaffee_assets.lib.stages import stage_pieces
+
     out: dict[str, Interval] = {}
-    for k, (a, b) in steps:
-        mats = sorted((m["t"], m["asset"]) for m in _events(run, "ASSET_MATERIALIZATION") if m["step"] == k)
-        if not mats:
-            out[k] = (a, b)
-            continue
-        mark = a
-        for i, (t, asset) in enumerate(mats):
-            end = b if i == len(mats) - 1 else t
-            lo = out.get(asset, (mark, end))[0]  # a step over several partitions of one asset
-            out[asset] = (lo, end)
-            mark = t
+    for stage, start, end in stage_pieces((e["t"], e["type"], e["step"], e.get("asset")) for e in run["events"] if e["step"]):
+        out[stage] = (out[stage][0], end) if stage in out else (start, end)
     return out
 
 

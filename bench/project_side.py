@@ -208,14 +208,6 @@ def _plain(value: object) -> object:
     return getattr(value, "value", value)
 
 
-def _partition(tags) -> str | None:
-    """The run's one video: the sensor's runs tag it, a backfill's runs give a range of one."""
-    if tags.get("dagster/partition"):
-        return tags["dagster/partition"]
-    lo, hi = tags.get("dagster/asset_partition_range_start"), tags.get("dagster/asset_partition_range_end")
-    return lo if lo and lo == hi else None
-
-
 def collect(instance) -> dict:
     """Runs, their events (steps, engine events) and the assets' metadata, as plain data."""
     runs = []
@@ -236,7 +228,7 @@ def collect(instance) -> dict:
             events.append(item)
         runs.append({
             "run_id": run.run_id,
-            "partition": _partition(run.tags),
+            "partition": run.tags.get("dagster/partition"),
             "status": run.status.value,
             "created": rec.create_timestamp.timestamp(),
             "start": rec.start_time,

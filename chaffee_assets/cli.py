@@ -68,14 +68,20 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
-    from chaffee_assets.ingest import expand, register, run_videos
+def _listed(settings: Settings, args: argparse.Namespace) -> list:
+    """The database up, then the videos `args.sources` name (feeds and channels listed), at most `--limit`."""
+    from chaffee_assets.ingest import expand
     from chaffee_assets.instance import up
 
     up(settings)
     items = expand(args.sources)
-    if args.limit:
-        items = items[: args.limit]
+    return items[: args.limit] if args.limit else items
+
+
+def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
+    from chaffee_assets.ingest import register, run_videos
+
+    items = _listed(settings, args)
     print(f"{len(items)} videos: {', '.join(s.video_id for s in items)}")
     with _instance(settings) as instance:
         register(settings, instance, items)
@@ -88,17 +94,11 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_add(settings: Settings, args: argparse.Namespace) -> int:
     """Register videos as `videos` partitions (and their sources) without running anything: what a
     backfill of a channel's history from the UI starts from."""
-    from chaffee_assets.ingest import expand, register
-    from chaffee_assets.instance import up
+    from chaffee_assets.ingest import register
 
-    up(settings)
-    items = expand(args.sources)
-    if args.limit:
-        items = items[: args.limit]
+    items = _listed(settings, args)
     with _instance(settings) as instance:
-        known = set(instance.get_dynamic_partitions("videos"))
-        register(settings, instance, items)
-    new = [s.video_id for s in items if s.video_id not in known]
+        new = register(settings, instance, items)
     print(f"{len(items)} videos listed, {len(new)} new partitions: {', '.join(new) or 'none'}")
     if new:
         print("backfill them from the UI (Assets, select all, Materialize, choose the partitions) or with `chaffee ingest`")

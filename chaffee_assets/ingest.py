@@ -18,6 +18,7 @@ from chaffee_assets.defs.build import archive_url, build_resources
 from chaffee_assets.defs.partitions import videos
 from chaffee_assets.lib import db, sources
 from chaffee_assets.lib.ids import id_for_source, youtube_id
+from chaffee_assets.lib.stages import stage_pieces
 from chaffee_assets.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -64,39 +65,28 @@ def expand(items: Iterable[str]) -> list[sources.Source]:
     return out
 
 
-def register(settings: Settings, instance: dg.DagsterInstance, items: list[sources.Source]) -> None:
+def register(settings: Settings, instance: dg.DagsterInstance, items: list[sources.Source]) -> list[str]:
+    """Record the videos' sources and make them `videos` partitions; returns the ids that were new."""
     with db.connect(archive_url(settings)) as conn:
         sources.register(conn, items)
     known = set(instance.get_dynamic_partitions(videos.name))
     new = [s.video_id for s in items if s.video_id not in known]
     if new:
         instance.add_dynamic_partitions(videos.name, new)
+    return new
 
 
 def step_seconds(instance: dg.DagsterInstance, run_id: str) -> dict[str, float]:
-    """Seconds of each stage of the run, from its event log: a step that makes one asset counts as
-    that asset; a step that makes several (`speech`: transcript, diarization, speaker_labels) is
-    split at its materialisations, each asset taking the time since the previous one (the last
-    one also the step's tail). A step that materialised nothing, or the part of a step after which it
-    failed, goes under the step's key."""
-    mark: dict[str, float] = {}  # step -> start of its current stage
-    last: dict[str, str] = {}  # step -> the asset it materialised last
+    """Seconds of each stage of the run, from its event log (`lib.stages.stage_pieces`: the
+    `speech` step counts as transcript, diarization and speaker_labels)."""
+    events = [
+        (e.timestamp, e.dagster_event.event_type_value, e.dagster_event.step_key,
+         e.dagster_event.asset_key.path[-1] if e.dagster_event.asset_key else None)
+        for e in instance.all_logs(run_id) if e.dagster_event is not None and e.dagster_event.step_key is not None
+    ]
     out: dict[str, float] = {}
-    for entry in instance.all_logs(run_id):
-        ev = entry.dagster_event
-        if ev is None or ev.step_key is None:
-            continue
-        step, t = ev.step_key, entry.timestamp
-        if ev.event_type_value == "STEP_START":
-            mark[step] = t
-        elif ev.event_type_value == "ASSET_MATERIALIZATION" and step in mark:
-            asset = ev.asset_key.path[-1]
-            out[asset] = out.get(asset, 0.0) + t - mark[step]
-            mark[step], last[step] = t, asset
-        elif ev.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE") and step in mark:
-            # a failure's tail is the work that failed, not the asset stored before it
-            stage = last.get(step, step) if ev.event_type_value == "STEP_SUCCESS" else step
-            out[stage] = out.get(stage, 0.0) + t - mark.pop(step)
+    for stage, start, end in stage_pieces(events):
+        out[stage] = out.get(stage, 0.0) + end - start
     return out
 
 

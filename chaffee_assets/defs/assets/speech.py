@@ -134,7 +134,6 @@ def speech(
 ) -> Iterator[dg.Output]:
     """Whisper, then the speaker turns, then their names: the selected ones of the three assets."""
     selected = set(context.selected_output_names)
-    video_id = context.partition_key
     transcript = diarization = None
     if "transcript" in selected:
         out = transcribe(context, asr, audio)
@@ -145,7 +144,7 @@ def speech(
         diarization = out.value
         yield out
     if "speaker_labels" in selected:
-        store = artifact_store.store
+        store, video_id = artifact_store.store, context.partition_key
         if transcript is None:
             transcript = store.load("transcript", video_id, Transcript)
         if diarization is None:
