@@ -63,6 +63,8 @@ def write_dagster_yaml(settings: Settings, dagster_url: str) -> Path:
         .replace("__POSTGRES_URL__", json.dumps(_sqlalchemy_url(dagster_url)))
         .replace("__MAX_CONCURRENT_RUNS__", str(settings.download_workers))
         .replace("__POOL_POLL_SECONDS__", repr(settings.pool_poll_seconds))
+        .replace("__POOL_NOTIFY__", "true" if settings.pool_notify else "false")
+        .replace("__EVENT_LOG_CONNECTIONS__", str(settings.event_log_connections))
     )
     path = home / "dagster.yaml"
     if not path.exists() or path.read_text() != text:

@@ -58,6 +58,14 @@ class Settings(BaseSettings):
         0.5, alias="POOL_POLL_SECONDS", gt=0, le=15,
         description="How often a step waiting for a `gpu` slot asks again (Dagster's own back-off grows to 15 s).",
     )
+    pool_notify: bool = Field(
+        True, alias="POOL_NOTIFY",
+        description="A freed `gpu` slot wakes the step waiting for it (Postgres NOTIFY) instead of its next poll.",
+    )
+    event_log_connections: int = Field(
+        1, alias="EVENT_LOG_CONNECTIONS", ge=0,
+        description="Connections each Dagster process holds open to its event log; 0: a new one per statement (dagster-postgres's default).",
+    )
     sensor_max_per_tick: int = Field(25, alias="SENSOR_MAX_PER_TICK", ge=1)
     sensor_interval_seconds: int = Field(3600, alias="SENSOR_INTERVAL_SECONDS", ge=30)
 

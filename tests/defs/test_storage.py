@@ -1,7 +1,14 @@
 """The instance `chaffee up` writes: Postgres storage whose event log answers a step blocked on a pool
-with a steady poll interval instead of Dagster's growing back-off."""
+with a steady poll interval instead of Dagster's growing back-off, wakes it when a slot is freed, and
+keeps its connection."""
 
 from __future__ import annotations
+
+import threading
+import time
+from contextlib import contextmanager
+
+import sqlalchemy as sa
 
 from chaffee_assets.defs.storage import DEFAULT_POOL_POLL_SECONDS, PooledPostgresEventLogStorage
 
@@ -9,6 +16,7 @@ from chaffee_assets.defs.storage import DEFAULT_POOL_POLL_SECONDS, PooledPostgre
 def test_a_blocked_gpu_claim_polls_again_soon_and_gets_the_freed_slot(instance):
     storage = instance.event_log_storage
     assert isinstance(storage, PooledPostgresEventLogStorage)
+    storage.pool_notify = False  # the poll alone (POOL_NOTIFY=false)
     storage.set_concurrency_slots("gpu", 1)
 
     first = storage.claim_concurrency_slot("gpu", "run-a", "transcript")
@@ -22,11 +30,80 @@ def test_a_blocked_gpu_claim_polls_again_soon_and_gets_the_freed_slot(instance):
     assert storage.claim_concurrency_slot("gpu", "run-b", "transcript").is_claimed
 
 
+@contextmanager
+def _second_process_storage(settings, poll: float):
+    """The event log as another process (a run worker) has it: its own instance and connections."""
+    from dagster import DagsterInstance
+
+    with DagsterInstance.from_config(str(settings.dagster_home)) as other:
+        storage = other.event_log_storage
+        storage.pool_poll_seconds = poll
+        yield storage
+
+
+def test_a_freed_slot_wakes_the_claim_waiting_for_it(instance, settings):
+    """With POOL_NOTIFY (the default) a refused claim waits inside the storage until a slot is freed
+    (a Postgres NOTIFY from whoever frees it) and takes it then, not at its next poll."""
+    storage = instance.event_log_storage
+    storage.set_concurrency_slots("gpu", 1)
+    assert storage.claim_concurrency_slot("gpu", "run-a", "speech").is_claimed
+
+    with _second_process_storage(settings, poll=60.0) as other:
+        timer = threading.Timer(1.0, storage.free_concurrency_slot_for_step, ("run-a", "speech"))
+        t0 = time.monotonic()
+        timer.start()
+        status = other.claim_concurrency_slot("gpu", "run-b", "speech")
+        waited = time.monotonic() - t0
+        timer.join()
+    assert status.is_claimed
+    # it waited for the free (1 s), and was woken by it: the poll alone would have taken 60 s
+    assert 0.9 <= waited < 30.0, waited
+
+
+def test_a_refused_claim_waits_one_poll_and_a_second_waiting_step_does_not_wait_behind_it(instance, settings):
+    storage = instance.event_log_storage
+    storage.set_concurrency_slots("gpu", 1)
+    assert storage.claim_concurrency_slot("gpu", "run-a", "speech").is_claimed
+
+    with _second_process_storage(settings, poll=1.0) as other:
+        t0 = time.monotonic()
+        first = other.claim_concurrency_slot("gpu", "run-b", "speech")
+        waited = time.monotonic() - t0
+        # nothing was freed: refused after one poll interval spent waiting, so asked again at once
+        assert not first.is_claimed and waited >= 1.0 and first.sleep_interval == 0.0
+        # a second step of the same process waiting meanwhile (a run with several waiting steps):
+        # it is answered without waiting, and both poll
+        second = other.claim_concurrency_slot("gpu", "run-b", "embeddings")
+        assert not second.is_claimed and second.sleep_interval == 1.0
+
+        storage.free_concurrency_slot_for_step("run-a", "speech")
+        assert other.claim_concurrency_slot("gpu", "run-b", "speech").is_claimed
+
+
+def test_a_process_keeps_its_event_log_connection(instance):
+    """EVENT_LOG_CONNECTIONS=1 (the default): one held connection serves a process's statements
+    (dagster-postgres alone opens a new one per statement)."""
+    storage = instance.event_log_storage
+    pids = set()
+    for _ in range(5):
+        with storage.index_connection() as conn:
+            pids.add(conn.execute(sa.text("SELECT pg_backend_pid()")).scalar())
+    assert len(pids) == 1
+
+    storage_per_statement = PooledPostgresEventLogStorage(storage.postgres_url, held_connections=0)
+    try:
+        pids = set()
+        for _ in range(3):
+            with storage_per_statement.index_connection() as conn:
+                pids.add(conn.execute(sa.text("SELECT pg_backend_pid()")).scalar())
+        assert len(pids) == 3
+    finally:
+        storage_per_statement.dispose()
+
+
 def test_a_run_waiting_for_a_gpu_slot_sleeps_and_starts_when_the_slot_is_freed(instance, settings):
     """Dagster 1.13's in-process executor spins while a step waits for a pool slot (see
     defs/concurrency.py); with the project's definitions loaded it sleeps between claim checks."""
-    import threading
-    import time
 
     import dagster as dg
     from dagster._core.execution.plan.instance_concurrency_context import InstanceConcurrencyContext
