@@ -167,21 +167,38 @@ class PooledPostgresEventLogStorage(PostgresEventLogStorage):
         return self._listener
 
     def _drain(self) -> None:
-        conn = self._listener.driver_connection
-        conn.poll()
-        conn.notifies.clear()
+        try:
+            conn = self._listener.driver_connection
+            conn.poll()
+            conn.notifies.clear()
+        except Exception as e:  # the connection broke (a restarted server): a new one next time
+            self._drop_listener(e)
 
     def _wait_for_release(self, timeout: float) -> bool:
         """Block until a slot is freed somewhere (True) or `timeout` passes (False)."""
-        conn = self._listener.driver_connection
-        if not conn.notifies:
-            readable, _, _ = select.select([conn], [], [], timeout)
-            if not readable:
-                return False
-            conn.poll()
-        woken = bool(conn.notifies)
-        conn.notifies.clear()
-        return woken
+        if self._listener is None:
+            return False
+        try:
+            conn = self._listener.driver_connection
+            if not conn.notifies:
+                readable, _, _ = select.select([conn], [], [], timeout)
+                if not readable:
+                    return False
+                conn.poll()
+            woken = bool(conn.notifies)
+            conn.notifies.clear()
+            return woken
+        except Exception as e:
+            self._drop_listener(e)
+            return False
+
+    def _drop_listener(self, error: Exception) -> None:
+        log.info("pool slot wake-up connection lost (%s); reconnecting at the next wait", error)
+        try:
+            self._listener.close()
+        except Exception:
+            pass
+        self._listener = None
 
     def dispose(self) -> None:
         super().dispose()

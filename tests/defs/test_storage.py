@@ -80,6 +80,32 @@ def test_a_refused_claim_waits_one_poll_and_a_second_waiting_step_does_not_wait_
         assert other.claim_concurrency_slot("gpu", "run-b", "speech").is_claimed
 
 
+def test_a_lost_wake_up_connection_is_reopened_and_claims_carry_on(instance, settings):
+    """A server restart (here: the listening backend terminated) costs one poll, not the step."""
+    storage = instance.event_log_storage
+    storage.set_concurrency_slots("gpu", 1)
+    assert storage.claim_concurrency_slot("gpu", "run-a", "speech").is_claimed
+
+    with _second_process_storage(settings, poll=0.5) as other:
+        assert not other.claim_concurrency_slot("gpu", "run-b", "speech").is_claimed  # listening now
+        pid = other._listener.driver_connection.get_backend_pid()
+        with storage.index_connection() as conn:
+            assert conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid}).scalar()
+        time.sleep(0.5)
+        refused = other.claim_concurrency_slot("gpu", "run-b", "speech")  # no error: refused, asks again
+        assert not refused.is_claimed
+
+        other.pool_poll_seconds = 60.0
+        timer = threading.Timer(1.0, storage.free_concurrency_slot_for_step, ("run-a", "speech"))
+        t0 = time.monotonic()
+        timer.start()
+        status = other.claim_concurrency_slot("gpu", "run-b", "speech")
+        waited = time.monotonic() - t0
+        timer.join()
+        assert status.is_claimed and waited < 30.0, waited  # woken again: the listener was reopened
+        assert other._listener.driver_connection.get_backend_pid() != pid
+
+
 def test_a_process_keeps_its_event_log_connection(instance):
     """EVENT_LOG_CONNECTIONS=1 (the default): one held connection serves a process's statements
     (dagster-postgres alone opens a new one per statement)."""
