@@ -96,28 +96,34 @@ class PooledPostgresEventLogStorage(PostgresEventLogStorage):
 
     def claim_concurrency_slot(self, concurrency_key: str, run_id: str, step_key: str, priority: int | None = None):
         me = (run_id, step_key)
-        wait = self.pool_notify and self._only_waiter(me) and self._listen() is not None and self._wait_lock.acquire(blocking=False)
-        try:
-            if wait:
-                deadline = time.monotonic() + self.pool_poll_seconds
-                self._drain()  # a notification from now on is news: it wakes the wait below
-            while True:
-                status = super().claim_concurrency_slot(concurrency_key, run_id, step_key, priority)
-                if not wait or status.is_claimed:
-                    break
-                left = deadline - time.monotonic()
-                if left <= 0 or not self._wait_for_release(left):
-                    break
-        finally:
-            if wait:
+        waits = self._may_wait(me) and self._wait_lock.acquire(blocking=False)
+        if waits:
+            try:
+                status = self._claim_waiting(concurrency_key, run_id, step_key, priority)
+            finally:
                 self._wait_lock.release()
+        else:
+            status = super().claim_concurrency_slot(concurrency_key, run_id, step_key, priority)
         with self._lock:
             if status.is_claimed:
                 self._waiting.pop(me, None)
                 return status
             self._waiting[me] = time.monotonic()
         # a step that waited inside its claim asks again at once; the others after the poll interval
-        return status.with_sleep_interval(0.0 if wait else self.pool_poll_seconds)
+        return status.with_sleep_interval(0.0 if waits else self.pool_poll_seconds)
+
+    def _claim_waiting(self, concurrency_key: str, run_id: str, step_key: str, priority: int | None):
+        """Claim; while refused, wait for a freed slot and claim again, for up to the poll interval."""
+        deadline = time.monotonic() + self.pool_poll_seconds
+        self._drain()  # a notification from now on is news: it wakes the wait below
+        while True:
+            status = super().claim_concurrency_slot(concurrency_key, run_id, step_key, priority)
+            left = deadline - time.monotonic()
+            if status.is_claimed or left <= 0 or not self._wait_for_release(left):
+                return status
+
+    def _may_wait(self, me: tuple[str, str]) -> bool:
+        return self.pool_notify and self._only_waiter(me) and self._listen() is not None
 
     def _only_waiter(self, me: tuple[str, str]) -> bool:
         """Whether no other step of this process was refused a slot lately: blocking in its claim

@@ -41,6 +41,19 @@ def _second_process_storage(settings, poll: float):
         yield storage
 
 
+def _claim_while_freed_after(storage, other, delay: float = 1.0):
+    """`other` claims run-b's `speech` slot while `storage` frees run-a's after `delay` seconds;
+    (the claim's status, seconds the claim took)."""
+    timer = threading.Timer(delay, storage.free_concurrency_slot_for_step, ("run-a", "speech"))
+    t0 = time.monotonic()
+    timer.start()
+    try:
+        status = other.claim_concurrency_slot("gpu", "run-b", "speech")
+        return status, time.monotonic() - t0
+    finally:
+        timer.join()
+
+
 def test_a_freed_slot_wakes_the_claim_waiting_for_it(instance, settings):
     """With POOL_NOTIFY (the default) a refused claim waits inside the storage until a slot is freed
     (a Postgres NOTIFY from whoever frees it) and takes it then, not at its next poll."""
@@ -49,12 +62,7 @@ def test_a_freed_slot_wakes_the_claim_waiting_for_it(instance, settings):
     assert storage.claim_concurrency_slot("gpu", "run-a", "speech").is_claimed
 
     with _second_process_storage(settings, poll=60.0) as other:
-        timer = threading.Timer(1.0, storage.free_concurrency_slot_for_step, ("run-a", "speech"))
-        t0 = time.monotonic()
-        timer.start()
-        status = other.claim_concurrency_slot("gpu", "run-b", "speech")
-        waited = time.monotonic() - t0
-        timer.join()
+        status, waited = _claim_while_freed_after(storage, other, 1.0)
     assert status.is_claimed
     # it waited for the free (1 s), and was woken by it: the poll alone would have taken 60 s
     assert 0.9 <= waited < 30.0, waited
@@ -96,12 +104,7 @@ def test_a_lost_wake_up_connection_is_reopened_and_claims_carry_on(instance, set
         assert not refused.is_claimed
 
         other.pool_poll_seconds = 60.0
-        timer = threading.Timer(1.0, storage.free_concurrency_slot_for_step, ("run-a", "speech"))
-        t0 = time.monotonic()
-        timer.start()
-        status = other.claim_concurrency_slot("gpu", "run-b", "speech")
-        waited = time.monotonic() - t0
-        timer.join()
+        status, waited = _claim_while_freed_after(storage, other, 1.0)
         assert status.is_claimed and waited < 30.0, waited  # woken again: the listener was reopened
         assert other._listener.driver_connection.get_backend_pid() != pid
 
