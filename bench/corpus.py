@@ -8,8 +8,8 @@ fourth one an interview. Monologues (9) are jfk.flac's phrases (cut at its pause
 order; interviews (3) are sample.wav's two speakers, turn by turn as sample.rttm gives them. Each
 phrase or turn gets light deterministic variation: gain (±3 dB), tempo (±2 %, by resampling),
 the pause before it (0.25–1.2 s, a longer break every few phrases), over a faint noise floor.
-Files are 16 kHz mono FLAC, described by an RSS feed (`lib.demo_channel.write_feed`/`make_item`)
-and served on 127.0.0.1 (`lib.demo_channel.serve`). `--scale 0.1` gives 0.5–1.5 minute videos.
+Files are 16 kHz mono FLAC, described by an RSS feed (`testing.demo_channel.write_feed`/`make_item`)
+and served on 127.0.0.1 (`testing.demo_channel.serve`). `--scale 0.1` gives 0.5–1.5 minute videos.
 
 The same arguments give byte-identical files; a corpus already built with them is reused.
 """
@@ -31,8 +31,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from chaffee_assets.lib.demo_channel import FEED_NAME, DemoItem, make_item, serve, write_feed  # noqa: E402
 from chaffee_assets.lib.types import SAMPLE_RATE  # noqa: E402
+from chaffee_assets.testing.demo_channel import FEED_NAME, DemoItem, make_item, serve, write_feed  # noqa: E402
 
 SR = SAMPLE_RATE
 SEED = 20240601
@@ -149,9 +149,9 @@ def write_flac(path: Path, wave: np.ndarray) -> None:
 
 
 def find_fixtures() -> Path:
-    from chaffee_assets.demo import find_fixtures as find
+    from chaffee_assets.testing import fixtures_dir
 
-    return find()
+    return fixtures_dir()
 
 
 def build_corpus(spec: CorpusSpec, out: Path = DEFAULT_OUT, fixtures: Path | None = None,

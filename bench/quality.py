@@ -1,6 +1,6 @@
 """Quality benchmark of the speech stages on the real fixture audio (not a test; prints tables).
 
-    HF_HUB_OFFLINE=1 .venv/bin/python bench/quality.py [--fixtures ../shared/fixtures]
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/quality.py [--fixtures DIR]
 
 1. ASR: WER of each packaged whisper model on jfk.flac and on sample.wav (sample.stm).
 2. Diarization: DER of each method on sample.wav (sample.rttm) and its seconds.
@@ -32,6 +32,7 @@ from chaffee_assets.lib.labels import SpeakerNamer  # noqa: E402
 from chaffee_assets.lib.speaker_embed import EcapaEmbedder  # noqa: E402
 from chaffee_assets.lib.types import SAMPLE_RATE, Audio, Diarization, Turn, VideoMeta  # noqa: E402
 from chaffee_assets.lib.voices import enroll, load_profiles, read_audio  # noqa: E402
+from chaffee_assets.testing import fixtures_dir  # noqa: E402
 
 SR = SAMPLE_RATE
 RTTM_NAMES = {"speaker90": "Diane", "speaker91": "Sheila"}  # sample.rttm ids -> sample.stm names
@@ -280,12 +281,12 @@ def bench_speed(jfk: np.ndarray, embedder: EcapaEmbedder, copies: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--fixtures", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "fixtures")
+    parser.add_argument("--fixtures", type=Path, default=None, help="folder of jfk.flac, sample.wav and references (default: the packaged ones)")
     parser.add_argument("--copies", type=int, default=6, help="jfk copies in the speed monologue")
     parser.add_argument("--voice-threshold", type=float, default=0.5)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    fx = args.fixtures
+    fx = args.fixtures or fixtures_dir()
     jfk, sample = read_audio(fx / "jfk.flac"), read_audio(fx / "sample.wav")
     started = time.perf_counter()
     embedder = EcapaEmbedder("auto")

@@ -220,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_dev)
 
     s = sub.add_parser("demo", help="ingest the demo channel (fixture speech served on 127.0.0.1) and search it")
-    s.add_argument("--fixtures", help="folder with jfk.flac and sample.wav (default: ../shared/fixtures)")
+    s.add_argument("--fixtures", help="folder with jfk.flac and sample.wav (default: the recordings packaged with chaffee_assets)")
     s.set_defaults(fn=cmd_demo)
     return p
 

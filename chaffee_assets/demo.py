@@ -6,7 +6,6 @@ and real searches."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from chaffee_assets.settings import Settings
@@ -17,30 +16,17 @@ DEMO_QUERIES = [
 ]
 
 
-def find_fixtures(explicit: Path | None = None) -> Path:
-    candidates = [explicit] if explicit else []
-    if os.environ.get("CHAFFEE_FIXTURES"):
-        candidates.append(Path(os.environ["CHAFFEE_FIXTURES"]))
-    candidates.append(Path(__file__).resolve().parents[2] / "shared" / "fixtures")
-    for c in candidates:
-        if c and (c / "jfk.flac").exists() and (c / "sample.wav").exists():
-            return c
-    raise FileNotFoundError(
-        "demo fixtures (jfk.flac, sample.wav) not found: pass --fixtures DIR or set CHAFFEE_FIXTURES "
-        f"(looked in {', '.join(str(c) for c in candidates if c)})"
-    )
-
-
 def run_demo(settings: Settings, fixtures_dir: Path | None = None) -> int:
     from chaffee_assets.cli import _instance
     from chaffee_assets.defs.build import archive_url
     from chaffee_assets.ingest import expand, register, run_videos
     from chaffee_assets.instance import up
     from chaffee_assets.lib import db, store
-    from chaffee_assets.lib.demo_channel import build_demo_media, serve, write_feed
     from chaffee_assets.search_api import search
+    from chaffee_assets.testing import fixtures_dir as packaged
+    from chaffee_assets.testing.demo_channel import build_demo_media, serve, write_feed
 
-    fixtures = find_fixtures(fixtures_dir)
+    fixtures = fixtures_dir or packaged()
     r = up(settings)
     print(f"== database: {'embedded Postgres in ' + str(settings.pg_data_dir) if r.embedded else 'DATABASE_URL'}"
           f" (ready in {r.started_seconds:.2f} s); Dagster home {r.dagster_home}")

@@ -1,5 +1,5 @@
 """Shared fixtures: a real embedded Postgres for the session, a fresh migrated database per test,
-the fixture audio in ../shared/fixtures."""
+the real speech the project ships (chaffee_assets/testing/data)."""
 
 from __future__ import annotations
 
@@ -12,15 +12,12 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-REPO = Path(__file__).resolve().parents[1]
-FIXTURES = REPO.parent / "shared" / "fixtures"
-
 
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
-    if not (FIXTURES / "jfk.flac").exists():
-        pytest.fail(f"fixture audio not found in {FIXTURES} (the shared/ folder beside the checkout)")
-    return FIXTURES
+    from chaffee_assets.testing import fixtures_dir
+
+    return fixtures_dir()
 
 
 @pytest.fixture(scope="session")

@@ -51,7 +51,7 @@ def dagster_instance(pg_server, settings: Settings):
 @contextmanager
 def served_demo_channel(folder, fixtures_dir):
     """(base_url, folder, items) of the demo channel, served on 127.0.0.1."""
-    from chaffee_assets.lib.demo_channel import build_demo_media, serve, write_feed
+    from chaffee_assets.testing.demo_channel import build_demo_media, serve, write_feed
 
     items = build_demo_media(fixtures_dir, folder)
     base_url, stop = serve(folder)

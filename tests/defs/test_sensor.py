@@ -9,7 +9,7 @@ import dagster as dg
 from chaffee_assets.defs.build import build_resources
 from chaffee_assets.defs.sensors import build_new_uploads_sensor
 from chaffee_assets.lib import db, sources
-from chaffee_assets.lib.demo_channel import write_feed
+from chaffee_assets.testing.demo_channel import write_feed
 
 
 def _tick(instance, settings, url, cursor=None):

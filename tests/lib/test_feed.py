@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from chaffee_assets.lib.demo_channel import DemoItem, build_demo_media, make_item, serve, write_feed
 from chaffee_assets.lib.download import fetch_audio
 from chaffee_assets.lib.errors import FeedError
 from chaffee_assets.lib.feed import FeedEntry, list_channel
 from chaffee_assets.lib.ids import is_valid_video_id
+from chaffee_assets.testing.demo_channel import DemoItem, build_demo_media, make_item, serve, write_feed
 from tests.helpers.media_server import MediaServer
 
 DEMO_IDS = ["demo-jfk-flac", "demo-jfk-wav", "demo-monologue", "demo-interview"]
