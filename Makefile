@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	# breaks pyannote/speechbrain imports. Removing it makes torchaudio fall back to pure Python.
 	if ! $(PY) -c "import torch,sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then \
 	    rm -f $(VENV)/lib/python3*/site-packages/torchaudio/lib/*.so; fi
-	$(PY) -c "import chaffee_assets.lib.models as m; m.check_packaged_models()"
+	$(VENV)/bin/chaffee models
 	touch $(STAMP)
 
 demo: setup
@@ -41,6 +41,7 @@ test-fast: setup
 
 lint: setup
 	$(VENV)/bin/ruff check chaffee_assets tests bench
+	$(VENV)/bin/lint-imports
 
 up: setup
 	$(VENV)/bin/chaffee up

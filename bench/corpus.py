@@ -79,8 +79,8 @@ class Corpus:
 
 def jfk_phrases(fixtures: Path) -> list[np.ndarray]:
     """jfk.flac (16 kHz mono) cut at its pauses: "And so, my fellow Americans," / "ask not…" / …"""
-    from chaffee_assets.lib.audio import decode_to_16k_mono
-    from chaffee_assets.lib.vad import speech_regions
+    from chaffee_assets.lib.media.decode import decode_to_16k_mono
+    from chaffee_assets.lib.models.vad import speech_regions
 
     wav = decode_to_16k_mono(fixtures / "jfk.flac", "corpus-jfk")
     regions = speech_regions(wav, min_silence_ms=250, pad_ms=80)
@@ -89,7 +89,7 @@ def jfk_phrases(fixtures: Path) -> list[np.ndarray]:
 
 def sample_turns(fixtures: Path) -> list[np.ndarray]:
     """sample.wav's turns in order (sample.rttm), skipping turns inside a longer one (overlaps)."""
-    from chaffee_assets.lib.audio import decode_to_16k_mono
+    from chaffee_assets.lib.media.decode import decode_to_16k_mono
 
     wav = decode_to_16k_mono(fixtures / "sample.wav", "corpus-sample")
     turns = []

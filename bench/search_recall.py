@@ -5,8 +5,8 @@ project's own schema, write path (`store`) and query path (`search.search`):
 
 1. `--n` 384-d vectors (default 100 000) in videos of 200 passages: segments and vectors loaded by
    binary COPY into segment_vectors while the model has no index (the bulk first-load path).
-2. 20 more videos written with `store.write_video` without the index, then the HNSW index built
-   (`store.build_index`), then 20 more videos written with the index: per-video and per-vector cost.
+2. 20 more videos written with `writer.write_video` without the index, then the HNSW index built
+   (`writer.build_index`), then 20 more videos written with the index: per-video and per-vector cost.
 3. `--queries` queries (default 200) through `search.search` for each ef_search: recall@10 against
    exact (brute-force) search, latency p50/p95; plus exact search in Postgres for comparison.
 
@@ -31,7 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from chaffee_assets.lib import db, pg, search, store
+from chaffee_assets.archive import db, search, writer
+from chaffee_assets.instance import embedded_pg
 from chaffee_assets.lib.types import Passage, Passages, PassageVectors, VideoMeta
 
 MODEL = "bench-clustered-384"
@@ -82,17 +83,17 @@ def bulk_load(conn, vecs: np.ndarray, n_videos: int) -> tuple[float, float]:
     t1 = time.perf_counter()
     with conn.transaction():
         for v in range(n_videos):
-            store.copy_vectors(conn, f"bv{v:05d}", MODEL, vecs[v * PER_VIDEO : (v + 1) * PER_VIDEO])
+            writer.copy_vectors(conn, f"bv{v:05d}", MODEL, vecs[v * PER_VIDEO : (v + 1) * PER_VIDEO])
     return t1 - t0, time.perf_counter() - t1
 
 
 def write_videos(conn, rng, centers, prefix: str, count: int, ensure_index: bool) -> tuple[float, np.ndarray]:
-    """`count` videos through store.write_video; (seconds per video, their vectors)."""
+    """`count` videos through writer.write_video; (seconds per video, their vectors)."""
     all_vecs, t0 = [], time.perf_counter()
     for v in range(count):
         vid = f"{prefix}{v:03d}"
         vecs = clustered(rng, PER_VIDEO, centers.shape[1], centers)
-        store.write_video(conn, meta(vid), passages(vid, PER_VIDEO), PassageVectors(vid, MODEL, vecs), ensure_index=ensure_index)
+        writer.write_video(conn, meta(vid), passages(vid, PER_VIDEO), PassageVectors(vid, MODEL, vecs), ensure_index=ensure_index)
         all_vecs.append(vecs)
     return (time.perf_counter() - t0) / count, np.concatenate(all_vecs)
 
@@ -141,7 +142,7 @@ def main() -> None:
     base = clustered(rng, n_videos * PER_VIDEO, args.dim, centers)
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-search-"))
-    info = pg.start(tmp / "pgdata")
+    info = embedded_pg.start(tmp / "pgdata")
     try:
         db.ensure_database(info.url(), "bench")
         db.migrate(info.url("bench"))
@@ -150,7 +151,7 @@ def main() -> None:
             print(f"bulk load, no index: {len(base)} segments {seg_s:.1f} s; {len(base)} vectors by binary COPY "
                   f"{vec_s:.1f} s ({len(base) / vec_s:,.0f}/s, {vec_s / len(base) * 1e3:.3f} ms/vector)")
             no_idx, v1 = write_videos(conn, rng, centers, "wa", args.videos_written, ensure_index=False)
-            build_s = store.build_index(conn, MODEL)
+            build_s = writer.build_index(conn, MODEL)
             with_idx, v2 = write_videos(conn, rng, centers, "wb", args.videos_written, ensure_index=True)
             total = len(base) + len(v1) + len(v2)
             print(f"HNSW build (m=16, ef_construction=64, CONCURRENTLY) over {len(base) + len(v1)} vectors: {build_s:.1f} s")
@@ -190,7 +191,7 @@ def main() -> None:
             print(f"\nchosen default ef_search: {chosen} (smallest with recall@10 >= {args.target}); "
                   f"search.DEFAULT_EF_SEARCH = {search.DEFAULT_EF_SEARCH}")
     finally:
-        pg.stop(tmp / "pgdata")
+        embedded_pg.stop(tmp / "pgdata")
         shutil.rmtree(tmp, ignore_errors=True)
 
 

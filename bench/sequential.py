@@ -52,45 +52,40 @@ class Loader:
 
 
 def load_models(settings: Settings) -> tuple[dict, list[list]]:
-    from chaffee_assets.lib.asr import AsrOptions, Transcriber
-    from chaffee_assets.lib.device import resolve_device
-    from chaffee_assets.lib.diarize import DiarizationOptions, Diarizer
-    from chaffee_assets.lib.embed import TextEmbedder
-    from chaffee_assets.lib.labels import SpeakerNamer
-    from chaffee_assets.lib.speaker_embed import EcapaEmbedder
-    from chaffee_assets.lib.threads import limit_torch_threads, threads_per_model
+    from chaffee_assets.lib.models.asr import AsrOptions, Transcriber
+    from chaffee_assets.lib.models.diarize import DiarizationOptions, Diarizer
+    from chaffee_assets.lib.models.ecapa import EcapaEmbedder
+    from chaffee_assets.lib.models.runtime import ModelRuntime
+    from chaffee_assets.lib.models.text_embed import TextEmbedder
+    from chaffee_assets.lib.models.threads import limit_torch_threads, threads_per_model
+    from chaffee_assets.lib.speakers import SpeakerNamer
     from chaffee_assets.lib.voices import load_profiles
 
     load = Loader()
-    cache = settings.model_cache_dir
-    device, compute_type = resolve_device(settings.device)
     # one model computes at a time: it may use every core (not CTranslate2's default of 4 threads)
-    threads = threads_per_model(settings.model_threads, 1)
-    asr = AsrOptions(model=settings.whisper_model, device=device, compute_type=compute_type,
-                     batch_size=settings.whisper_batch_size, language=settings.whisper_language,
-                     cpu_threads=threads if device == "cpu" else 0)
-    if device == "cpu":
-        limit_torch_threads(threads)
-    m = {"transcriber": load("whisper", lambda: Transcriber(asr, cache_dir=cache))}
-    ecapa = load("ecapa", lambda: EcapaEmbedder(device, cache_dir=cache))
+    runtime = ModelRuntime.resolve(settings.device, settings.model_cache_dir, threads_per_model(settings.model_threads, 1))
+    asr = AsrOptions(model=settings.whisper_model, batch_size=settings.whisper_batch_size, language=settings.whisper_language)
+    if not runtime.on_cuda:
+        limit_torch_threads(runtime.threads)
+    m = {"transcriber": load("whisper", lambda: Transcriber(asr, runtime))}
+    ecapa = load("ecapa", lambda: EcapaEmbedder(runtime))
     # the project's `pyannote` method: same options, pyannote on every video
-    options = DiarizationOptions(method="pyannote", pyannote_model=settings.pyannote_model, device=device)
+    options = DiarizationOptions(method="pyannote", pyannote_model=settings.pyannote_model)
     m["diarizer"] = Diarizer(options, ecapa)
     with clock.step_clock() as c:  # the pyannote pipeline is built lazily: build it now, once
         m["diarizer"].load_pyannote()
     load.loads += [list(x) for x in c.loads]
     profiles = load_profiles(Path(settings.voices_dir), ecapa.model_id)
     m["namer"] = SpeakerNamer(ecapa, profiles, threshold=settings.voice_threshold, host=settings.host_speaker)
-    m["embedder"] = load(settings.embedding_model, lambda: TextEmbedder(
-        settings.embedding_model, device=device, batch_size=settings.batch_size, cache_dir=cache))
+    m["embedder"] = load(settings.embedding_model, lambda: TextEmbedder(settings.embedding_model, runtime, settings.batch_size))
     return m, load.loads
 
 
 def insert_rows(conn, meta, passages, vectors) -> None:
     """The old write path: the video's row, then one INSERT per segment and one per vector."""
-    from chaffee_assets.lib import store
+    from chaffee_assets.archive import writer
 
-    store.upsert_video_meta(conn, meta)
+    writer.upsert_video_meta(conn, meta)
     with conn.transaction():
         conn.execute("INSERT INTO embedding_models (model, dim) VALUES (%s, %s) ON CONFLICT (model) DO NOTHING",
                      (vectors.model, vectors.dim))
@@ -121,9 +116,9 @@ def stage(stages: dict[str, list[float]], name: str, model: str | None = None):
 
 def one_video(entry, models: dict, conn, workdir: Path, options, first: bool) -> dict:
     """Every phase of one video, in turn."""
-    from chaffee_assets.lib import store
-    from chaffee_assets.lib.download import fetch_audio
-    from chaffee_assets.lib.segment import build_passages
+    from chaffee_assets.archive import writer
+    from chaffee_assets.lib.media.download import fetch_audio
+    from chaffee_assets.lib.passages import build_passages
 
     vid, embedder = entry.video_id, models["embedder"]
     stages: dict[str, list[float]] = {}
@@ -144,16 +139,16 @@ def one_video(entry, models: dict, conn, workdir: Path, options, first: bool) ->
             insert_rows(conn, audio.meta, passages, vectors)
         if first and passages.passages:  # a live archive has its index: later inserts maintain it
             with stage(stages, "index"):
-                store.build_index(conn, vectors.model)
+                writer.build_index(conn, vectors.model)
     return {"video_id": vid, "audio_seconds": audio.seconds, "speakers": diarization.speakers,
             "passages": len(passages.passages), "stages": stages, "models": [list(x) for x in c.intervals]}
 
 
 def run(settings: Settings, feed: str, database_url: str, workdir: Path, limit: int = 0,
         progress=print) -> dict:
-    from chaffee_assets.lib import db
-    from chaffee_assets.lib.feed import list_channel
-    from chaffee_assets.lib.segment import PassageOptions
+    from chaffee_assets.archive import db
+    from chaffee_assets.lib.media.feed import list_channel
+    from chaffee_assets.lib.passages import PassageOptions
 
     started = clock.process_started_at()
     models, loads = load_models(settings)

@@ -50,10 +50,11 @@ def log(msg: str) -> None:
 
 def run_sequential(feed_url: str, folder: Path, env_overrides: dict[str, str]) -> dict:
     """bench/sequential.py in its own process, against its own embedded Postgres."""
-    from chaffee_assets.lib import db, pg
+    from chaffee_assets.archive import db
+    from chaffee_assets.instance import embedded_pg
 
     data = folder / "pgdata"
-    info = pg.start(data)
+    info = embedded_pg.start(data)
     try:
         db.ensure_database(info.url(), "chaffee_sequential")
         url = info.url("chaffee_sequential")
@@ -74,7 +75,7 @@ def run_sequential(feed_url: str, folder: Path, env_overrides: dict[str, str]) -
             raise RuntimeError(f"sequential side failed ({p.returncode}); see {folder / 'sequential.log'}")
         return json.loads(report.read_text())
     finally:
-        pg.stop(data)
+        embedded_pg.stop(data)
 
 
 class GpuSampler:

@@ -1,6 +1,13 @@
-"""The code location: `dagster dev` / workspace.yaml load `defs` from here."""
+"""The code location: `dagster dev`, the daemon and the run workers load `defs` from here.
+
+This is its start-up: the patches of Dagster's internals are applied explicitly, then the settings
+(the only reader of the environment) are wired into the definitions."""
 
 from chaffee_assets.defs.build import build_definitions
+from chaffee_assets.instance import dagster_patches
+from chaffee_assets.instance.setup import archive_url
 from chaffee_assets.settings import get_settings
 
-defs = build_definitions(get_settings())
+dagster_patches.apply()
+settings = get_settings()
+defs = build_definitions(settings, archive_url(settings))

@@ -24,10 +24,17 @@ class Settings(BaseSettings):
     # where things live
     state_dir: Path = Field(Path(".chaffee"), alias="CHAFFEE_HOME", description="State folder: embedded Postgres, Dagster home, artifacts.")
     database_url: str | None = Field(None, alias="DATABASE_URL", description="An external Postgres (with pgvector); unset: the embedded one in the state folder.")
+    dagster_database_url: str | None = Field(
+        None, alias="DAGSTER_DATABASE_URL", description="Dagster's storage, when DATABASE_URL is set; unset: the archive's database.",
+    )
     artifact_root: str | None = Field(None, alias="ARTIFACT_ROOT", description="Intermediate artifacts: a folder or any fsspec URL (s3://…); default <state>/artifacts.")
     channel_url: str = Field("https://www.youtube.com/@anthonychaffeemd/videos", alias="CHANNEL_URL")
 
     # models
+    model_cache: Path = Field(
+        Path("~/.cache/chaffee_assets/models"), alias="MODEL_CACHE",
+        description="Where packaged models that ship in an awkward shape (split files) are assembled once; shared by every state folder.",
+    )
     whisper_model: str = Field("tiny.en", alias="WHISPER_MODEL", description="Packaged alias (tiny.en, base) or a CTranslate2 model folder.")
     whisper_language: str | None = Field(None, alias="WHISPER_LANGUAGE", description="Fixed language code; unset: detected (or en for .en models).")
     whisper_batch_size: int = Field(8, alias="WHISPER_BATCH_SIZE")
@@ -58,10 +65,6 @@ class Settings(BaseSettings):
         0.5, alias="POOL_POLL_SECONDS", gt=0, le=15,
         description="How often a step waiting for a `gpu` slot asks again (Dagster's own back-off grows to 15 s).",
     )
-    pool_notify: bool = Field(
-        True, alias="POOL_NOTIFY",
-        description="A freed `gpu` slot wakes the step waiting for it (Postgres NOTIFY) instead of its next poll.",
-    )
     event_log_connections: int = Field(
         1, alias="EVENT_LOG_CONNECTIONS", ge=0,
         description="Connections each Dagster process holds open to its event log; 0: a new one per statement (dagster-postgres's default).",
@@ -69,7 +72,7 @@ class Settings(BaseSettings):
     sensor_max_per_tick: int = Field(25, alias="SENSOR_MAX_PER_TICK", ge=1)
     sensor_interval_seconds: int = Field(3600, alias="SENSOR_INTERVAL_SECONDS", ge=30)
 
-    @field_validator("database_url", "artifact_root", "pyannote_model", "whisper_language", mode="before")
+    @field_validator("database_url", "dagster_database_url", "artifact_root", "pyannote_model", "whisper_language", mode="before")
     @classmethod
     def _empty_is_unset(cls, v: object) -> object:
         return None if v == "" else v
@@ -85,9 +88,15 @@ class Settings(BaseSettings):
 
     @property
     def threads_per_model(self) -> int:
-        from chaffee_assets.lib.threads import threads_per_model
+        from chaffee_assets.lib.models.threads import threads_per_model
 
         return threads_per_model(self.model_threads, self.asr_workers)
+
+    def model_runtime(self):
+        """Device, compute type, model cache and threads, resolved once (`lib.models.runtime`)."""
+        from chaffee_assets.lib.models.runtime import ModelRuntime
+
+        return ModelRuntime.resolve(self.device, self.model_cache_dir, self.threads_per_model)
 
     @property
     def share_cores(self) -> bool:
@@ -108,7 +117,7 @@ class Settings(BaseSettings):
 
     @property
     def model_cache_dir(self) -> Path:
-        return self.state_path / "models"
+        return self.model_cache.expanduser().resolve()
 
     @property
     def artifact_url(self) -> str:

@@ -21,23 +21,62 @@ def fixtures_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def model_cache() -> Path:
+    """The model cache `make setup` assembled the packaged models in (the MODEL_CACHE setting)."""
+    from chaffee_assets.settings import Settings
+
+    return Settings().model_cache_dir
+
+
+@pytest.fixture(scope="session")
+def runtime(model_cache):
+    """Models on the CPU, as every test runs them."""
+    from chaffee_assets.lib.models.runtime import ModelRuntime
+
+    return ModelRuntime.resolve("cpu", model_cache)
+
+
+@pytest.fixture(scope="session")
 def pg_server(tmp_path_factory):
     """One embedded Postgres (with pgvector) for the whole test session."""
-    from chaffee_assets.lib import pg
+    from chaffee_assets.instance import embedded_pg
 
     data_dir = tmp_path_factory.mktemp("pgdata")
-    info = pg.start(data_dir)
+    info = embedded_pg.start(data_dir)
     yield info
-    pg.stop(data_dir)
+    embedded_pg.stop(data_dir)
 
 
 @pytest.fixture
 def archive_url(pg_server) -> str:
     """A fresh, migrated archive database for one test."""
-    from chaffee_assets.lib import db
+    from chaffee_assets.archive import db
 
     name = f"t_{uuid.uuid4().hex[:12]}"
     db.ensure_database(pg_server.url(), name)
     url = pg_server.url(name)
     db.migrate(url)
     return url
+
+
+@pytest.fixture
+def settings(tmp_path, archive_url):
+    from tests.helpers.instances import make_settings
+
+    return make_settings(tmp_path, archive_url)
+
+
+@pytest.fixture
+def instance(pg_server, settings):
+    from tests.helpers.instances import dagster_instance
+
+    with dagster_instance(pg_server, settings) as inst:
+        yield inst
+
+
+@pytest.fixture
+def demo_channel(tmp_path, fixtures_dir):
+    from tests.helpers.instances import served_demo_channel
+
+    with served_demo_channel(tmp_path / "channel", fixtures_dir) as channel:
+        yield channel

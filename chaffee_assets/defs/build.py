@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
 import dagster as dg
 
 from chaffee_assets.defs.assets import all_assets
-from chaffee_assets.defs.concurrency import fix_pool_wait_busy_loop
 from chaffee_assets.defs.io import ArtifactIOManager
 from chaffee_assets.defs.resources import (
     ArchiveResource,
@@ -20,23 +21,24 @@ from chaffee_assets.defs.sensors import ChannelResource, build_new_uploads_senso
 from chaffee_assets.settings import Settings
 
 
-def archive_url(settings: Settings) -> str:
-    """The archive database URL: DATABASE_URL, else the embedded server's (written by `chaffee up`)."""
-    if settings.database_url:
-        return settings.database_url
-    from chaffee_assets.instance import embedded_archive_url
+def secret(name: str, value: str) -> dg.EnvVar:
+    """A secret as a resource field: the UI shows the variable's name, never its value. The settings'
+    value (from the environment, `.env` or the caller) is put in this process's environment, so it
+    resolves here and in the processes started from here (the runs)."""
+    os.environ[name] = value
+    return dg.EnvVar(name)
 
-    return embedded_archive_url(settings)
 
-
-def build_resources(settings: Settings) -> dict[str, object]:
-    fix_pool_wait_busy_loop()  # a run waiting for a `gpu` slot sleeps instead of spinning a core
+def build_resources(settings: Settings, archive_url: str) -> dict[str, object]:
+    """Every resource, configured from the settings; `archive_url` is where the archive database is
+    (`instance.setup.archive_url`): DATABASE_URL travels as an EnvVar."""
+    archive = secret("DATABASE_URL", archive_url) if settings.database_url else archive_url
     cache = str(settings.model_cache_dir)
     threads = settings.threads_per_model
     return {
         "artifacts": ArtifactIOManager(root=settings.artifact_url),
         "artifact_store": ArtifactStoreResource(root=settings.artifact_url),
-        "archive": ArchiveResource(database_url=archive_url(settings)),
+        "archive": ArchiveResource(database_url=archive),
         "downloader": DownloaderResource(workdir=str(settings.state_path / "downloads")),
         "asr": AsrResource(
             model=settings.whisper_model,
@@ -73,10 +75,10 @@ def build_resources(settings: Settings) -> dict[str, object]:
     }
 
 
-def build_definitions(settings: Settings) -> dg.Definitions:
+def build_definitions(settings: Settings, archive_url: str) -> dg.Definitions:
     return dg.Definitions(
         assets=all_assets(settings.embedding_model),
         sensors=[build_new_uploads_sensor(settings.sensor_interval_seconds)],
-        resources=build_resources(settings),
+        resources=build_resources(settings, archive_url),
         executor=dg.in_process_executor,
     )

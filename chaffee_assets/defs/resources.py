@@ -8,13 +8,15 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
 
 import dagster as dg
 from pydantic import PrivateAttr
 
-from chaffee_assets.lib import clock, db
+from chaffee_assets.archive import db
+from chaffee_assets.lib import clock
 from chaffee_assets.lib.artifacts import ArtifactStore
 
 T = TypeVar("T")
@@ -44,22 +46,25 @@ def cached_model(kind: str, key: tuple, build: Callable[[], T], is_load: bool = 
         return model, seconds
 
 
-def _cpu_threads(device: str, threads: int, share: bool) -> None:
-    """On CPU: torch's threads fixed at `threads`, or, with `share`, following the share of the cores
-    among the models computing on this machine now (`lib.threads.CoreShare`)."""
-    from chaffee_assets.lib import threads as lib_threads
-    from chaffee_assets.lib.device import resolve_device
+@cache
+def model_runtime(device: str, cache_dir: str, threads: int = 0):
+    """The runtime of a resource's models (`lib.models.runtime`), resolved once per process."""
+    from chaffee_assets.lib.models.runtime import ModelRuntime
 
-    if resolve_device(device)[0] != "cpu":
+    return ModelRuntime.resolve(device, cache_dir, threads)
+
+
+def _cpu_threads(runtime, share: bool) -> None:
+    """On CPU: torch's threads fixed at the runtime's, or, with `share`, following the share of the
+    cores among the models computing on this machine now (`lib.models.threads.CoreShare`)."""
+    from chaffee_assets.lib.models import threads as lib_threads
+
+    if runtime.on_cuda:
         return
     if share:
         lib_threads.share_cores()
-    elif threads > 0:
-        lib_threads.limit_torch_threads(threads)
-
-
-def _cache_dir(path: str | None) -> Path | None:
-    return Path(path) if path else None
+    elif runtime.threads > 0:
+        lib_threads.limit_torch_threads(runtime.threads)
 
 
 class ArchiveResource(dg.ConfigurableResource):
@@ -95,24 +100,20 @@ class AsrResource(dg.ConfigurableResource):
     device: str = "auto"
     batch_size: int = 8
     language: str | None = None
-    model_cache_dir: str | None = None
-    cpu_threads: int = 0  # CTranslate2 threads on CPU, fixed at load (see lib/threads.py); 0: its default
+    model_cache_dir: str
+    cpu_threads: int = 0  # CTranslate2 threads on CPU, fixed at load (see lib/models/threads.py); 0: its default
     share_cores: bool = False  # count its calls in the cores' share, so torch models make room
     _transcriber: Any = PrivateAttr(default=None)
     _load_seconds: float = PrivateAttr(default=0.0)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        from chaffee_assets.lib.asr import AsrOptions, Transcriber
-        from chaffee_assets.lib.device import resolve_device
+        from chaffee_assets.lib.models.asr import AsrOptions, Transcriber
 
-        device, compute_type = resolve_device(self.device)
-        _cpu_threads(device, 0, self.share_cores)
-        options = AsrOptions(
-            model=self.model, device=device, compute_type=compute_type, batch_size=self.batch_size, language=self.language,
-            cpu_threads=self.cpu_threads if device == "cpu" else 0,
-        )
+        runtime = model_runtime(self.device, self.model_cache_dir, self.cpu_threads)
+        _cpu_threads(model_runtime(self.device, self.model_cache_dir), self.share_cores)
+        options = AsrOptions(model=self.model, batch_size=self.batch_size, language=self.language)
         self._transcriber, self._load_seconds = cached_model(
-            "whisper", (options,), lambda: Transcriber(options, cache_dir=_cache_dir(self.model_cache_dir))
+            "whisper", (options, runtime), lambda: Transcriber(options, runtime)
         )
 
     @property
@@ -129,37 +130,35 @@ class SpeakerModelsResource(dg.ConfigurableResource):
     voices_dir: str = "voices"
     voice_threshold: float = 0.5
     host_speaker: str = "Chaffee"
-    model_cache_dir: str | None = None
-    cpu_threads: int = 0  # torch threads on CPU (see lib/threads.py); 0: torch's default
-    share_cores: bool = False  # torch threads follow the cores' share instead (lib/threads.py)
+    model_cache_dir: str
+    cpu_threads: int = 0  # torch threads on CPU (see lib/models/threads.py); 0: torch's default
+    share_cores: bool = False  # torch threads follow the cores' share instead (lib/models/threads.py)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        _cpu_threads(self.device, self.cpu_threads, self.share_cores)
+        _cpu_threads(self._runtime(), self.share_cores)
         self.embedder()  # loaded with the run, not while a step holds a `gpu` slot
 
-    def _device(self) -> str:
-        from chaffee_assets.lib.device import resolve_device
-
-        return resolve_device(self.device)[0]
+    def _runtime(self):
+        return model_runtime(self.device, self.model_cache_dir, self.cpu_threads)
 
     def embedder(self):
-        from chaffee_assets.lib.speaker_embed import EcapaEmbedder
+        from chaffee_assets.lib.models.ecapa import EcapaEmbedder
 
-        device = self._device()
-        model, _ = cached_model("ecapa", (device,), lambda: EcapaEmbedder(device, cache_dir=_cache_dir(self.model_cache_dir)))
+        runtime = self._runtime()
+        model, _ = cached_model("ecapa", (runtime,), lambda: EcapaEmbedder(runtime))
         return model
 
     def diarizer(self):
-        from chaffee_assets.lib.diarize import DiarizationOptions, Diarizer
+        from chaffee_assets.lib.models.diarize import DiarizationOptions, Diarizer
 
-        options = DiarizationOptions(method=self.diarization, pyannote_model=self.pyannote_model, device=self._device())
+        options = DiarizationOptions(method=self.diarization, pyannote_model=self.pyannote_model)
         # no model of its own (pyannote is built on first use, recorded as a load then)
         embedder = self.embedder()
         diarizer, _ = cached_model("diarizer", (options,), lambda: Diarizer(options, embedder), is_load=False)
         return diarizer
 
     def namer(self, log: Callable[[str], None] | None = None):
-        from chaffee_assets.lib.labels import SpeakerNamer
+        from chaffee_assets.lib.speakers import SpeakerNamer
         from chaffee_assets.lib.voices import load_profiles
 
         embedder = self.embedder()
@@ -171,23 +170,20 @@ class EmbedderResource(dg.ConfigurableResource):
     model: str = "minilm"
     device: str = "auto"
     batch_size: int = 256
-    model_cache_dir: str | None = None
-    cpu_threads: int = 0  # torch threads on CPU (see lib/threads.py); 0: torch's default
-    share_cores: bool = False  # torch threads follow the cores' share instead (lib/threads.py)
+    model_cache_dir: str
+    cpu_threads: int = 0  # torch threads on CPU (see lib/models/threads.py); 0: torch's default
+    share_cores: bool = False  # torch threads follow the cores' share instead (lib/models/threads.py)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        _cpu_threads(self.device, self.cpu_threads, self.share_cores)
+        _cpu_threads(model_runtime(self.device, self.model_cache_dir, self.cpu_threads), self.share_cores)
         self.embedder()  # loaded with the run, not while the step holds a `gpu` slot
 
     def embedder(self):
-        from chaffee_assets.lib.device import resolve_device
-        from chaffee_assets.lib.embed import TextEmbedder
+        from chaffee_assets.lib.models.text_embed import TextEmbedder
 
-        device = resolve_device(self.device)[0]
+        runtime = model_runtime(self.device, self.model_cache_dir, self.cpu_threads)
         model, _ = cached_model(
-            "text_embedder",
-            (self.model, device, self.batch_size),
-            lambda: TextEmbedder(self.model, device=device, batch_size=self.batch_size, cache_dir=_cache_dir(self.model_cache_dir)),
+            "text_embedder", (self.model, runtime, self.batch_size), lambda: TextEmbedder(self.model, runtime, self.batch_size)
         )
         return model
 
@@ -196,13 +192,13 @@ class PassageResource(dg.ConfigurableResource):
     max_seconds: float = 45.0
     max_tokens: int = 200
     embedding_model: str = "minilm"
-    model_cache_dir: str | None = None
+    model_cache_dir: str
 
     def token_counter(self):
         """The embedding model's tokenizer alone (no weights): passages never outgrow the model's input."""
-        from chaffee_assets.lib.embed import TokenCounter
+        from chaffee_assets.lib.models.text_embed import TokenCounter
 
         counter, _ = cached_model(
-            "tokenizer", (self.embedding_model,), lambda: TokenCounter(self.embedding_model, _cache_dir(self.model_cache_dir))
+            "tokenizer", (self.embedding_model,), lambda: TokenCounter(self.embedding_model, Path(self.model_cache_dir))
         )
         return counter

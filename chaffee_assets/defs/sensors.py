@@ -5,9 +5,9 @@ import json
 
 import dagster as dg
 
+from chaffee_assets.archive import sources
 from chaffee_assets.defs.partitions import videos
 from chaffee_assets.defs.resources import ArchiveResource
-from chaffee_assets.lib import sources
 from chaffee_assets.lib.errors import FeedError
 
 PIPELINE = dg.AssetSelection.all()
@@ -44,7 +44,7 @@ def build_new_uploads_sensor(interval_seconds: int) -> dg.SensorDefinition:
         description="Polls CHANNEL_URL with yt-dlp's flat playlist listing; one partition and one run per new video, oldest first.",
     )
     def new_uploads(context: dg.SensorEvaluationContext, channel: ChannelResource, archive: ArchiveResource):
-        from chaffee_assets.lib.feed import list_channel
+        from chaffee_assets.lib.media.feed import list_channel
 
         try:
             entries = list_channel(channel.url)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from chaffee_assets.lib import threads
+from chaffee_assets.lib.models import threads
 
 Interval = tuple[str, float, float]  # (model, start, end), epoch seconds
 

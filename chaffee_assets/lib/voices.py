@@ -141,7 +141,7 @@ def _decode_pyav(path: Path, start: float | None, end: float | None) -> tuple[np
 
 def clip_embedding(wav: np.ndarray, embedder: Embedder, window_s: float = ENROLL_WINDOW_S) -> np.ndarray | None:
     """One unit vector for a clip: the mean of the embeddings of its speech, in windows (None: no speech)."""
-    from chaffee_assets.lib.vad import speech_regions
+    from chaffee_assets.lib.models.vad import speech_regions
 
     regions = speech_regions(wav)
     speech = np.concatenate([wav[int(a * SAMPLE_RATE) : int(b * SAMPLE_RATE)] for a, b in regions]) if regions else wav[:0]

@@ -67,7 +67,7 @@ class DemoItem:
 def make_item(path: Path, video_id: str, title: str, upload_date: str, *, speakers: int = 1,
               description: str = "") -> DemoItem:
     """A DemoItem for a media file already written (size and duration read from it)."""
-    from chaffee_assets.lib.audio import probe_duration
+    from chaffee_assets.lib.media.decode import probe_duration
 
     validate_video_id(video_id)
     path = Path(path)
@@ -104,7 +104,7 @@ def build_demo_media(fixtures_dir: Path, out_dir: Path, base_url: str | None = N
     - demo-interview: sample.wav (30 s, two speakers on a phone line)
     The feed's enclosures point at `base_url` (default: the folder's file:// URL).
     """
-    from chaffee_assets.lib.audio import decode_to_16k_mono
+    from chaffee_assets.lib.media.decode import decode_to_16k_mono
 
     fixtures_dir, out_dir = Path(fixtures_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

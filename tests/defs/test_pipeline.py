@@ -8,11 +8,11 @@ import uuid
 import dagster as dg
 import pytest
 
-from chaffee_assets.ingest import reembed, register, run_videos
-from chaffee_assets.lib import db, sources, store
-from chaffee_assets.lib.search import choose_model
-from chaffee_assets.search_api import search
-from tests.defs.conftest import dagster_instance, make_settings, served_demo_channel
+from chaffee_assets.app.ingest import reembed, register, run_videos
+from chaffee_assets.app.search import search
+from chaffee_assets.archive import db, sources, writer
+from chaffee_assets.archive.search import choose_model
+from tests.helpers.instances import dagster_instance, make_settings, served_demo_channel
 
 pytestmark = pytest.mark.slow
 
@@ -72,7 +72,7 @@ def test_ingest_through_dagster_stores_searchable_labelled_passages(settings, in
     assert not bad.ok and "broken-404" in bad.error and "404" in bad.error
 
     with db.connect(settings.database_url) as conn:
-        c = store.counts(conn)
+        c = writer.counts(conn)
         videos = {r[0] for r in conn.execute("SELECT video_id FROM videos")}
         speakers = {r[0] for r in conn.execute("SELECT DISTINCT speaker FROM segments WHERE video_id = 'demo-interview'")}
     assert videos == {"demo-jfk-flac", "demo-interview"}
@@ -127,7 +127,7 @@ def test_speaker_labels_alone_names_the_stored_turns_without_whisper_or_pyannote
     before = _meta(instance, "speaker_labels", "demo-interview")
     result = dg.materialize(
         all_assets(settings.embedding_model), selection=["speaker_labels"], instance=instance,
-        resources=build_resources(settings), partition_key="demo-interview",
+        resources=build_resources(settings, settings.database_url), partition_key="demo-interview",
     )
     assert result.success
     steps = {e.step_key for e in instance.all_logs(result.run_id) if e.step_key}
@@ -142,11 +142,11 @@ def test_speaker_labels_alone_names_the_stored_turns_without_whisper_or_pyannote
 def test_rerun_replaces_and_never_duplicates(settings, instance, ingested):
     base_url, items, _ = ingested
     with db.connect(settings.database_url) as conn:
-        before = store.counts(conn)
+        before = writer.counts(conn)
     outcomes = _ingest(settings, instance, base_url, items)
     assert all(o.ok for o in outcomes.values())
     with db.connect(settings.database_url) as conn:
-        assert store.counts(conn) == before
+        assert writer.counts(conn) == before
 
 
 def test_reembed_with_a_second_model_runs_only_embeddings_and_db_rows(settings, instance, ingested):
@@ -167,7 +167,7 @@ def test_reembed_with_a_second_model_runs_only_embeddings_and_db_rows(settings, 
     assert steps == {"embeddings", "db_rows"}  # nothing downloaded or transcribed
 
     with db.connect(settings.database_url) as conn:
-        c = store.counts(conn)
+        c = writer.counts(conn)
         assert choose_model(conn, "all-mpnet-base-v2") == "all-mpnet-base-v2"
     assert c["vectors"]["all-mpnet-base-v2"] == c["vectors"]["all-MiniLM-L6-v2"] == c["segments"]
     assert search("ask not what your country can do for you", k=1, settings=new)[0].video_id == "demo-jfk-flac"

@@ -6,15 +6,15 @@ import json
 
 import dagster as dg
 
+from chaffee_assets.archive import db, sources
 from chaffee_assets.defs.build import build_resources
 from chaffee_assets.defs.sensors import build_new_uploads_sensor
-from chaffee_assets.lib import db, sources
 from chaffee_assets.testing.demo_channel import write_feed
 
 
 def _tick(instance, settings, url, cursor=None):
     sensor = build_new_uploads_sensor(60)
-    resources = build_resources(settings.model_copy(update={"channel_url": url}))
+    resources = build_resources(settings.model_copy(update={"channel_url": url}), settings.database_url)
     ctx = dg.build_sensor_context(instance=instance, cursor=cursor, resources={k: resources[k] for k in ("channel", "archive")})
     return sensor(ctx), ctx
 
@@ -57,7 +57,7 @@ def test_new_item_gives_one_partition_and_one_run_and_unchanged_feed_nothing(ins
 def test_max_per_tick_requests_the_oldest_first(instance, settings, demo_channel):
     base_url, _, items = demo_channel
     sensor = build_new_uploads_sensor(60)
-    resources = build_resources(settings.model_copy(update={"channel_url": f"{base_url}/feed.rss", "sensor_max_per_tick": 2}))
+    resources = build_resources(settings.model_copy(update={"channel_url": f"{base_url}/feed.rss", "sensor_max_per_tick": 2}), settings.database_url)
     ctx = dg.build_sensor_context(instance=instance, resources={k: resources[k] for k in ("channel", "archive")})
     result = sensor(ctx)
     assert [r.partition_key for r in result.run_requests] == [i.video_id for i in items[:2]]

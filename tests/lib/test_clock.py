@@ -42,12 +42,12 @@ def test_outside_a_clock_model_calls_are_free_and_process_start_is_in_the_past()
     assert 0 <= time.time() - clock.process_started_at() < 24 * 3600
 
 
-def test_ecapa_embedding_calls_are_recorded_as_ecapa_time():
+def test_ecapa_embedding_calls_are_recorded_as_ecapa_time(runtime):
     import numpy as np
 
-    from chaffee_assets.lib.speaker_embed import EcapaEmbedder
+    from chaffee_assets.lib.models.ecapa import EcapaEmbedder
 
-    ecapa = EcapaEmbedder("cpu")
+    ecapa = EcapaEmbedder(runtime)
     with clock.step_clock() as c:
         out = ecapa.embed([np.random.default_rng(0).normal(0, 0.1, 16_000).astype(np.float32)])
     assert out.shape == (1, 192)

@@ -13,10 +13,10 @@ from chaffee_assets.lib.voices import PROFILE_FILE, enroll, load_profiles, read_
 
 
 @pytest.fixture(scope="module")
-def embedder():
-    from chaffee_assets.lib.speaker_embed import EcapaEmbedder
+def embedder(runtime):
+    from chaffee_assets.lib.models.ecapa import EcapaEmbedder
 
-    return EcapaEmbedder("cpu")
+    return EcapaEmbedder(runtime)
 
 
 def test_read_audio_decodes_and_resamples(fixtures_dir):

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import dagster as dg
 
+from chaffee_assets.archive import sources, writer
 from chaffee_assets.defs.partitions import videos
 from chaffee_assets.defs.resources import ArchiveResource, DownloaderResource
-from chaffee_assets.lib import sources, store
 from chaffee_assets.lib.errors import DownloadError
 from chaffee_assets.lib.ids import validate_video_id
 from chaffee_assets.lib.types import Audio
@@ -27,7 +27,7 @@ PER_VIDEO = dg.BackfillPolicy.multi_run(max_partitions_per_run=1)
     description="yt-dlp download (YouTube, any URL or feed entry yt-dlp reads, or a local file) decoded to 16 kHz mono.",
 )
 def audio(context: dg.AssetExecutionContext, archive: ArchiveResource, downloader: DownloaderResource) -> Audio:
-    from chaffee_assets.lib.download import fetch_audio
+    from chaffee_assets.lib.media.download import fetch_audio
 
     video_id = validate_video_id(context.partition_key)
     with archive.connect() as conn:
@@ -52,7 +52,7 @@ def audio(context: dg.AssetExecutionContext, archive: ArchiveResource, downloade
     seconds = time.perf_counter() - t0
 
     with archive.connect() as conn:
-        store.upsert_video_meta(conn, result.meta)
+        writer.upsert_video_meta(conn, result.meta)
     meta = result.meta
     context.log.info("video %s: %r, %.0f s of audio, fetched and decoded in %.1f s", video_id, meta.title, result.seconds, seconds)
     context.add_output_metadata(

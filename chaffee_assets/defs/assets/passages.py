@@ -6,8 +6,10 @@ import time
 
 import dagster as dg
 
+from chaffee_assets.archive import writer
 from chaffee_assets.defs.assets.audio import PER_VIDEO
 from chaffee_assets.defs.assets.speech import gpu_priority
+from chaffee_assets.defs.metadata import run_stage_metadata, timing_metadata
 from chaffee_assets.defs.partitions import videos
 from chaffee_assets.defs.resources import (
     ArchiveResource,
@@ -15,12 +17,10 @@ from chaffee_assets.defs.resources import (
     EmbedderResource,
     PassageResource,
 )
-from chaffee_assets.defs.timing import run_stage_metadata, timing_metadata
-from chaffee_assets.lib import store
 from chaffee_assets.lib.clock import model_call, step_clock
 from chaffee_assets.lib.errors import ModelNotFound
-from chaffee_assets.lib.models import embedding_model_id
-from chaffee_assets.lib.segment import PassageOptions, build_passages
+from chaffee_assets.lib.models.registry import embedding_model_id
+from chaffee_assets.lib.passages import PassageOptions, build_passages
 from chaffee_assets.lib.types import Passages, PassageVectors, SpeakerLabels
 
 # A backfill or a re-embed over many videos runs these as one step: one model load, batches of
@@ -127,7 +127,7 @@ def build_embedding_assets(model: str) -> list[dg.AssetsDefinition]:
             store_ = artifact_store.store
             items = [(store_.load_audio_meta(v), segments[v], embeddings[v]) for v in sorted(segments)]
             with archive.connect() as conn:
-                written = store.write_videos(conn, items)
+                written = writer.write_videos(conn, items)
         for c in written:
             context.log.info("video %s: %d passages, %d vectors (%s) written", c.video_id, c.segments, c.vectors, c.model)
         return dg.MaterializeResult(

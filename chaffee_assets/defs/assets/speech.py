@@ -14,9 +14,9 @@ from collections.abc import Iterator
 import dagster as dg
 
 from chaffee_assets.defs.assets.audio import PER_VIDEO
+from chaffee_assets.defs.metadata import timing_metadata
 from chaffee_assets.defs.partitions import videos
 from chaffee_assets.defs.resources import ArtifactStoreResource, AsrResource, SpeakerModelsResource
-from chaffee_assets.defs.timing import timing_metadata
 from chaffee_assets.lib.clock import model_call, step_clock
 from chaffee_assets.lib.types import Audio, Diarization, SpeakerLabels, Transcript
 

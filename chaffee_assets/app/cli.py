@@ -1,0 +1,273 @@
+"""`chaffee`: stand the project up, ingest videos, enroll voices, search the archive."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from chaffee_assets.instance.setup import dagster_instance
+from chaffee_assets.lib.errors import ChaffeeError
+from chaffee_assets.settings import Settings, get_settings
+
+
+def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    from chaffee_assets.instance.setup import up
+
+    r = up(settings)
+    where = f"embedded Postgres in {settings.pg_data_dir}" if r.embedded else "DATABASE_URL"
+    print(f"database   {where} (ready in {r.started_seconds:.2f} s)")
+    print(f"archive    {r.archive_url}")
+    print(f"dagster    DAGSTER_HOME={r.dagster_home} (runs, events, schedules in Postgres)")
+    print(f"pools      gpu={settings.asr_workers}  runs in flight={settings.download_workers}")
+    if r.migrations_applied:
+        print(f"migrations {', '.join(r.migrations_applied)}")
+    return 0
+
+
+def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
+    from chaffee_assets.instance.setup import down
+
+    print("embedded Postgres stopped" if down(settings) else "nothing to stop")
+    return 0
+
+
+def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    from chaffee_assets.archive import db, writer
+    from chaffee_assets.instance import embedded_pg
+    from chaffee_assets.instance.setup import archive_url
+
+    if settings.database_url:
+        print("database   DATABASE_URL (external)")
+    else:
+        info = embedded_pg.running(settings.pg_data_dir)
+        print(f"database   embedded, {f'running (pid {info.pid})' if info else 'stopped: run `chaffee up`'} in {settings.pg_data_dir}")
+        if info is None:
+            return 1
+    print(f"dagster    DAGSTER_HOME={settings.dagster_home}")
+    with dagster_instance(settings) as instance:
+        limit = instance.event_log_storage.get_concurrency_info("gpu").slot_count
+        parts = len(instance.get_dynamic_partitions("videos"))
+    print(f"pools      gpu={limit}  runs in flight={settings.download_workers}")
+    print(f"models     whisper={settings.whisper_model} embedding={settings.embedding_model} "
+          f"diarization={settings.diarization_method} device={settings.device}")
+    print(f"artifacts  {settings.artifact_url}")
+    with db.connect(archive_url(settings)) as conn:
+        c = writer.counts(conn)
+    print(f"archive    {parts} video partitions, {c['videos']} videos, {c['segments']} passages")
+    for model, n in sorted(c.get("vectors", {}).items()):
+        print(f"vectors    {model}: {n}")
+    return 0
+
+
+def _listed(settings: Settings, args: argparse.Namespace) -> list:
+    """The database up, then the videos `args.sources` name (feeds and channels listed), at most `--limit`."""
+    from chaffee_assets.app.ingest import expand
+    from chaffee_assets.instance.setup import up
+
+    up(settings)
+    items = expand(args.sources)
+    return items[: args.limit] if args.limit else items
+
+
+def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
+    from chaffee_assets.app.ingest import register, run_videos
+
+    items = _listed(settings, args)
+    print(f"{len(items)} videos: {', '.join(s.video_id for s in items)}")
+    with dagster_instance(settings) as instance:
+        register(settings, instance, items)
+        outcomes = run_videos(settings, instance, [s.video_id for s in items], log_level="INFO" if args.verbose else "WARNING")
+    failed = [o for o in outcomes if not o.ok]
+    print(f"{len(outcomes) - len(failed)} ingested, {len(failed)} failed")
+    return 1 if failed else 0
+
+
+def cmd_add(settings: Settings, args: argparse.Namespace) -> int:
+    """Register videos as `videos` partitions (and their sources) without running anything: what a
+    backfill of a channel's history from the UI starts from."""
+    from chaffee_assets.app.ingest import register
+
+    items = _listed(settings, args)
+    with dagster_instance(settings) as instance:
+        new = register(settings, instance, items)
+    print(f"{len(items)} videos listed, {len(new)} new partitions: {', '.join(new) or 'none'}")
+    if new:
+        print("backfill them from the UI (Assets, select all, Materialize, choose the partitions) or with `chaffee ingest`")
+    return 0
+
+
+def cmd_reembed(settings: Settings, args: argparse.Namespace) -> int:
+    from chaffee_assets.app.ingest import reembed
+    from chaffee_assets.instance.setup import up
+
+    up(settings)
+    with dagster_instance(settings) as instance:
+        done = reembed(settings, instance)
+    print(f"re-embedded {len(done)} videos with {settings.embedding_model}")
+    return 0
+
+
+def cmd_search(settings: Settings, args: argparse.Namespace) -> int:
+    from chaffee_assets.app.search import search
+
+    hits = search(args.query, k=args.k, speaker=args.speaker, video=args.video, settings=settings)
+    if args.json:
+        print(json.dumps([h.__dict__ for h in hits], indent=2))
+    else:
+        from chaffee_assets.archive.search import format_hits
+
+        print(format_hits(hits) if hits else "no passages found")
+    return 0
+
+
+def cmd_enroll(settings: Settings, args: argparse.Namespace) -> int:
+    from chaffee_assets.lib.models.ecapa import EcapaEmbedder
+    from chaffee_assets.lib.voices import enroll
+
+    embedder = EcapaEmbedder(settings.model_runtime())
+    clips = [(Path(a), args.start, args.end) for a in args.audio]
+    profile = enroll(args.name, clips, settings.voices_dir, embedder)
+    print(f"voice {profile.name!r}: {profile.n_clips} clips, model {profile.model_id}, in {settings.voices_dir / profile.name}")
+    return 0
+
+
+def cmd_voices(settings: Settings, args: argparse.Namespace) -> int:
+    from chaffee_assets.lib.errors import VoiceProfileError
+    from chaffee_assets.lib.voices import PROFILE_FILE, read_profile
+
+    root = settings.voices_dir
+    files = sorted(root.glob(f"*/{PROFILE_FILE}")) if root.is_dir() else []
+    if not files:
+        print(f"no voices enrolled in {root}")
+    for f in files:
+        try:
+            p = read_profile(f)
+        except VoiceProfileError as e:
+            print(f"{f.parent.name:24s} unreadable: {e}")
+            continue
+        print(f"{p.name:24s} {p.n_clips:3d} clips  model {p.model_id}  sources {len(p.sources)}")
+    return 0
+
+
+def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
+    from chaffee_assets.instance.setup import up
+
+    up(settings)
+    env = {**os.environ, "DAGSTER_HOME": str(settings.dagster_home)}
+    from chaffee_assets.instance.setup import write_workspace
+
+    dagster = Path(sys.executable).parent / "dagster"  # the one installed beside this Python
+    argv = [str(dagster), "dev", "-w", str(write_workspace(settings)), "-h", args.host, "-p", str(args.port)]
+    print(f"Dagster UI on http://{args.host}:{args.port} (DAGSTER_HOME={settings.dagster_home})", flush=True)
+    os.execvpe(argv[0], argv, env)
+    return 0  # not reached
+
+
+def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
+    """Check the packaged models (assembling the split ones once into MODEL_CACHE) and the configured ones."""
+    from chaffee_assets.lib.models import registry
+
+    cache = settings.model_cache_dir
+    found = registry.check_packaged_models(cache)
+    registry.resolve_whisper(settings.whisper_model, cache)
+    registry.resolve_embedding(settings.embedding_model, cache)
+    print(f"model cache {cache}")
+    for name, path in found.items():
+        print(f"  {name:28s} {path}")
+    print(f"configured  whisper={settings.whisper_model} embedding={settings.embedding_model}: found")
+    return 0
+
+
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    from chaffee_assets.app.demo import run_demo
+
+    return run_demo(settings, fixtures_dir=Path(args.fixtures) if args.fixtures else None)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="chaffee", description=__doc__)
+    p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="start or reuse the database, migrate, write the Dagster instance").set_defaults(fn=cmd_up)
+    sub.add_parser("down", help="stop the embedded Postgres").set_defaults(fn=cmd_down)
+    sub.add_parser("status", help="what runs where, and what is stored").set_defaults(fn=cmd_status)
+
+    s = sub.add_parser("ingest", help="ingest videos, files, channels or feeds now (no daemon needed)")
+    s.add_argument("sources", nargs="+", help="YouTube URL, media URL, local file, channel URL or RSS feed")
+    s.add_argument("--limit", type=int, default=0, help="at most this many videos")
+    s.set_defaults(fn=cmd_ingest)
+
+    s = sub.add_parser("add", help="add videos, channels or feeds as partitions without running them (then backfill)")
+    s.add_argument("sources", nargs="+", help="YouTube URL, media URL, local file, channel URL or RSS feed")
+    s.add_argument("--limit", type=int, default=0, help="at most this many videos")
+    s.set_defaults(fn=cmd_add)
+
+    sub.add_parser("reembed", help="re-materialise embeddings and db_rows with EMBEDDING_MODEL").set_defaults(fn=cmd_reembed)
+
+    s = sub.add_parser("search", help="semantic search over the archive")
+    s.add_argument("query")
+    s.add_argument("-k", type=int, default=5, help="number of passages")
+    s.add_argument("--speaker", help="only passages of this speaker")
+    s.add_argument("--video", help="only passages of this video id")
+    s.add_argument("--json", action="store_true", help="JSON output")
+    s.set_defaults(fn=cmd_search)
+
+    s = sub.add_parser("enroll", help="create or extend the voice profile NAME from audio files")
+    s.add_argument("name")
+    s.add_argument("audio", nargs="+")
+    s.add_argument("--start", type=float, default=None, help="seconds: use audio from here")
+    s.add_argument("--end", type=float, default=None, help="seconds: use audio up to here")
+    s.set_defaults(fn=cmd_enroll)
+    sub.add_parser("voices", help="list enrolled voices").set_defaults(fn=cmd_voices)
+
+    s = sub.add_parser("dev", help="start the Dagster UI and daemon on this project's instance")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=3000)
+    s.set_defaults(fn=cmd_dev)
+
+    sub.add_parser("models", help="check the packaged and configured models (assembled once into MODEL_CACHE)").set_defaults(fn=cmd_models)
+
+    s = sub.add_parser("demo", help="ingest the demo channel (fixture speech served on 127.0.0.1) and search it")
+    s.add_argument("--fixtures", help="folder with jfk.flac and sample.wav (default: the recordings packaged with chaffee_assets)")
+    s.set_defaults(fn=cmd_demo)
+    return p
+
+
+def _quiet_libraries() -> None:
+    """Keep the terminal to what the user asked for: known, harmless library chatter is dropped."""
+    import warnings
+
+    for message in (
+        r".*backfill_policy.*beta",  # dagster: the parameter is beta, its use is deliberate
+        r"Asset job .* varying BackfillPolicies",  # a one-video run of the whole chain
+        r"(?s).*torchcodec is not installed correctly",  # pyannote: we pass waveforms in memory
+    ):
+        warnings.filterwarnings("ignore", message=message)
+    for name in ("speechbrain", "pyannote", "faster_whisper"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        _quiet_libraries()
+    for var, value in (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"), ("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
+                       ("TRANSFORMERS_VERBOSITY", "error")):
+        os.environ.setdefault(var, value)
+    try:
+        return args.fn(get_settings(), args)
+    except ChaffeeError as e:
+        print(f"chaffee: error: {e}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as e:
+        print(f"chaffee: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""Standing the project up on one machine: the embedded Postgres (or DATABASE_URL), the archive
+database and its migrations, Dagster's storage database, DAGSTER_HOME/dagster.yaml and the
+workspace file the UI, the daemon and `chaffee ingest` load the code location from.
+
+The state folder holds a database and, with DATABASE_URL, a password in dagster.yaml: it is made
+private (0700; 0711 when running as root, where the embedded server runs as its own system user and
+must traverse it), and every file written here that may hold a secret is 0600.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from chaffee_assets.archive import db
+from chaffee_assets.instance import embedded_pg
+from chaffee_assets.instance.dagster_yaml import merge_dagster_yaml
+from chaffee_assets.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ARCHIVE_DB = "chaffee"
+DAGSTER_DB = "dagster"
+CODE_LOCATION = "chaffee_assets"
+WORKSPACE = f"""# Written by `chaffee up`: the code location the UI, the daemon and `chaffee ingest` load.
+load_from:
+  - python_module:
+      module_name: chaffee_assets.definitions
+      location_name: {CODE_LOCATION}
+"""
+
+
+@dataclass(frozen=True)
+class Up:
+    archive_url: str
+    dagster_url: str
+    dagster_home: Path
+    embedded: bool
+    started_seconds: float
+    migrations_applied: list[str]
+
+
+def _with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
+
+
+def archive_url(settings: Settings) -> str:
+    """The archive database: DATABASE_URL, else the embedded server's (its unix socket, read from the
+    running server; where it is not running, the socket it will have in its data folder)."""
+    if settings.database_url:
+        return settings.database_url
+    info = embedded_pg.running(settings.pg_data_dir)
+    if info is None:
+        data = settings.pg_data_dir.resolve()
+        info = embedded_pg.ServerInfo(data, 0, str(data))
+    return info.url(ARCHIVE_DB)
+
+
+def dagster_storage_url(settings: Settings, archive: str) -> str:
+    # Dagster's tables (runs, event_logs, …) do not collide with ours, but one machine keeps them apart.
+    if settings.database_url:
+        return settings.dagster_database_url or archive
+    return _with_database(archive, DAGSTER_DB)
+
+
+def private_folder(path: Path) -> Path:
+    """`path` made (if missing) and readable by its owner only (see the module docstring)."""
+    path.mkdir(parents=True, exist_ok=True)
+    if path.stat().st_uid == os.geteuid():
+        path.chmod(0o711 if os.geteuid() == 0 else 0o700)
+    return path
+
+
+def write_private(path: Path, text: str) -> Path:
+    """Write `text` to `path` atomically with mode 0600 (a reader sees the old file or the new)."""
+    from chaffee_assets.lib.files import atomic_write
+
+    atomic_write(path, text.encode(), mode=0o600)
+    return path
+
+
+def write_dagster_yaml(settings: Settings, dagster_url: str) -> Path:
+    """DAGSTER_HOME/dagster.yaml: the project's keys set, the user's kept (`dagster_yaml.py`)."""
+    home = private_folder(settings.dagster_home)
+    path = home / "dagster.yaml"
+    current = path.read_text() if path.exists() else None
+    text = merge_dagster_yaml(current, settings, dagster_url)
+    if text != current or (path.stat().st_mode & 0o077):
+        write_private(path, text)
+    return path
+
+
+def write_workspace(settings: Settings) -> Path:
+    path = private_folder(settings.dagster_home) / "workspace.yaml"
+    if not path.exists() or path.read_text() != WORKSPACE:
+        write_private(path, WORKSPACE)
+    return path
+
+
+@contextmanager
+def dagster_instance(settings: Settings) -> Iterator:
+    """The project's Dagster instance (DAGSTER_HOME in the state folder)."""
+    from dagster import DagsterInstance
+
+    with DagsterInstance.from_config(str(settings.dagster_home)) as instance:
+        yield instance
+
+
+def set_pool_limits(settings: Settings) -> dict[str, int]:
+    """The `gpu` pool's limit is ASR_WORKERS (honoured across runs)."""
+    with dagster_instance(settings) as instance:
+        instance.event_log_storage.set_concurrency_slots("gpu", settings.asr_workers)
+    return {"gpu": settings.asr_workers}
+
+
+def up(settings: Settings) -> Up:
+    """Start or reuse everything; idempotent."""
+    t0 = time.perf_counter()
+    private_folder(settings.state_path)
+    if settings.database_url:
+        archive = settings.database_url
+        embedded = False
+    else:
+        info = embedded_pg.start(settings.pg_data_dir)
+        private_folder(settings.state_path)  # the server's start opens the folders above its data
+        db.ensure_database(info.url(), ARCHIVE_DB)
+        db.ensure_database(info.url(), DAGSTER_DB)
+        archive = info.url(ARCHIVE_DB)
+        embedded = True
+    started = time.perf_counter() - t0
+    applied = db.migrate(archive)
+    dagster_url = dagster_storage_url(settings, archive)
+    write_dagster_yaml(settings, dagster_url)
+    write_workspace(settings)
+    set_pool_limits(settings)
+    return Up(archive, dagster_url, settings.dagster_home, embedded, started, applied)
+
+
+def down(settings: Settings) -> bool:
+    if settings.database_url:
+        return False
+    return embedded_pg.stop(settings.pg_data_dir)

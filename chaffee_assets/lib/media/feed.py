@@ -1,0 +1,168 @@
+"""List a channel's videos, oldest first: a YouTube channel, or an RSS 2.0 feed (http or file://).
+
+yt-dlp's flat playlist extraction reads both. For an RSS feed its generic extractor gives one
+`url_transparent` entry per `<item>`: the `<enclosure>` URL (or `<link>`), with the `<guid>`
+smuggled into the URL's fragment as `force_videoid`, the title, and `<pubDate>` as a timestamp;
+the entry itself has no `id`. We unsmuggle the guid, and resolve a relative enclosure against the
+feed's URL (yt-dlp leaves it as written). Remote ids are used only when they are valid video ids;
+anything else gets a stable hash-based id.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin, urlparse
+
+from chaffee_assets.lib.errors import FeedError
+from chaffee_assets.lib.ids import id_for_source, is_valid_video_id, youtube_id
+from chaffee_assets.lib.media.download import upload_date_of, youtube_watch_url
+
+log = logging.getLogger(__name__)
+
+_NOISY_WARNINGS = ("generic information extractor", "could be a direct video link")
+
+
+@dataclass(frozen=True)
+class FeedEntry:
+    video_id: str  # validated: a partition key
+    url: str  # what `download.fetch_audio` takes: a YouTube watch URL, a media URL, a file:// URL
+    title: str
+    upload_date: str | None = None  # ISO date, YYYY-MM-DD
+
+
+class _YtdlpLogger:
+    def __init__(self, url: str):
+        self.url = url
+
+    def debug(self, msg: str) -> None:
+        log.debug("feed %s: yt-dlp: %s", self.url, msg)
+
+    info = debug
+    error = debug  # re-raised as FeedError with the cause
+
+    def warning(self, msg: str) -> None:
+        level = logging.DEBUG if any(w in msg for w in _NOISY_WARNINGS) else logging.WARNING
+        log.log(level, "feed %s: yt-dlp: %s", self.url, msg)
+
+
+def list_channel(url: str) -> list[FeedEntry]:
+    """Every video of the channel or feed at `url` (a local feed file's path works too), oldest first."""
+    url = _as_url(url)
+    info = _extract_flat(url)
+    raw = [e for e in info.get("entries") or [] if e]
+    entries: list[FeedEntry] = []
+    stamps: list[float | None] = []
+    seen: set[str] = set()
+    nested = 0
+    for e in raw:
+        if _is_nested_playlist(e):
+            nested += 1
+            continue
+        entry, stamp = _entry(e, url)
+        if entry.video_id in seen:
+            log.warning("feed %s: duplicate entry %s (%s) ignored", url, entry.video_id, entry.url)
+            continue
+        seen.add(entry.video_id)
+        entries.append(entry)
+        stamps.append(stamp)
+    if nested:
+        if not entries:
+            raise FeedError(f"{url} lists playlists or channel tabs, not videos: use the channel's /videos URL")
+        log.warning("feed %s: %d nested playlists skipped", url, nested)
+    ordered = _oldest_first(entries, stamps)
+    log.info("feed %s: %d videos", url, len(ordered))
+    return ordered
+
+
+def _as_url(url: str) -> str:
+    if "://" in url:
+        return url
+    path = Path(url).expanduser()
+    if path.is_file():
+        return path.resolve().as_uri()
+    raise FeedError(f"not a URL, nor an existing feed file: {url!r}")
+
+
+def _extract_flat(url: str) -> dict[str, Any]:
+    import yt_dlp
+
+    opts = {
+        "extract_flat": "in_playlist",
+        "skip_download": True,
+        "enable_file_urls": True,
+        "quiet": True,
+        "no_warnings": False,
+        "logger": _YtdlpLogger(url),
+        "socket_timeout": 30,
+        "default_search": "error",  # never turn a bad URL into a YouTube search
+    }
+    try:
+        with yt_dlp.YoutubeDL(opts) as ydl:
+            info = ydl.extract_info(url, download=False)
+    except yt_dlp.utils.DownloadError as e:
+        msg = str(e).removeprefix("ERROR: ").strip()
+        if "Unsupported URL" in msg:
+            msg = "no feed or channel found there (malformed feed, or a page yt-dlp cannot read)"
+        raise FeedError(f"cannot list {url}: {msg}") from e
+    if not isinstance(info, dict) or info.get("_type") not in ("playlist", "multi_video"):
+        raise FeedError(f"cannot list {url}: not a feed or channel "
+                        "(it is a single media item, or a malformed feed)")
+    return info
+
+
+def _is_nested_playlist(e: dict[str, Any]) -> bool:
+    return e.get("_type") == "playlist" or e.get("ie_key") in ("YoutubeTab", "YoutubePlaylist")
+
+
+def _entry(e: dict[str, Any], feed_url: str) -> tuple[FeedEntry, float | None]:
+    """One flat entry as a FeedEntry, plus its timestamp (for ordering) when known."""
+    from yt_dlp.utils import unsmuggle_url
+
+    raw_url, smuggled = unsmuggle_url(str(e.get("url") or ""), {})
+    guid = smuggled.get("force_videoid")
+    url = urljoin(feed_url, raw_url) if raw_url and not urlparse(raw_url).scheme else raw_url
+    yid = youtube_id(url) if url else None
+    if e.get("ie_key") == "Youtube" and is_valid_video_id(str(e.get("id") or "")):
+        yid = str(e["id"])
+    if yid:
+        video_id, url = yid, youtube_watch_url(yid)
+    else:
+        remote_id = e.get("id") if e.get("id") is not None else guid
+        if isinstance(remote_id, str) and is_valid_video_id(remote_id):
+            video_id = remote_id
+        elif remote_id:
+            video_id = _hashed_id(str(remote_id))
+        elif url:
+            video_id = id_for_source(url)
+        else:
+            raise FeedError(f"{feed_url}: an entry has neither a URL nor an id: {e.get('title')!r}")
+    if not url:
+        raise FeedError(f"{feed_url}: entry {video_id} has no media URL (no enclosure or link)")
+    stamps = (e.get(k) for k in ("timestamp", "release_timestamp"))
+    stamp = next((float(v) for v in stamps if isinstance(v, int | float)), None)
+    date = upload_date_of(e)
+    if stamp is None and date:
+        stamp = dt.datetime.fromisoformat(date).replace(tzinfo=dt.UTC).timestamp()
+    title = str(e.get("title") or "").strip() or video_id
+    return FeedEntry(video_id=video_id, url=url, title=title, upload_date=date), stamp
+
+
+def _hashed_id(remote_id: str) -> str:
+    """A stable valid id for a guid that is not one (a permalink URL, a path, free text)."""
+    if "://" in remote_id:
+        return id_for_source(remote_id)
+    return "g" + hashlib.sha1(remote_id.encode()).hexdigest()[:15]
+
+
+def _oldest_first(entries: list[FeedEntry], stamps: list[float | None]) -> list[FeedEntry]:
+    """By date when every entry has one (ties: feed order reversed), else the feed order reversed:
+    feeds and channel pages list newest first."""
+    order = list(range(len(entries)))[::-1]
+    if entries and all(s is not None for s in stamps):
+        order.sort(key=lambda i: stamps[i])  # stable: keeps reversed feed order within a tie
+    return [entries[i] for i in order]

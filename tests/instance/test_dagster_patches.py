@@ -1,0 +1,66 @@
+"""The Dagster patch room: applied by the code location's start-up, and still needed upstream."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+
+import dagster as dg
+
+
+def test_upstream_still_spins_while_a_step_waits_for_a_pool_slot():
+    """If this fails, Dagster's own interval is positive again: remove `fix_pool_wait_busy_loop`."""
+    code = (
+        "from dagster._core.execution.plan.instance_concurrency_context import InstanceConcurrencyContext as C\n"
+        "from chaffee_assets.instance.dagster_patches import interval_is_broken\n"
+        "print(interval_is_broken(C))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[-1] == "True"
+
+
+def test_loading_the_code_location_applies_the_patches():
+    code = (
+        "import chaffee_assets.definitions\n"
+        "from dagster._core.execution.plan.instance_concurrency_context import InstanceConcurrencyContext as C\n"
+        "from chaffee_assets.instance.dagster_patches import interval_is_broken\n"
+        "print(interval_is_broken(C))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[-1] == "False"
+
+
+def test_a_run_waiting_for_a_gpu_slot_sleeps_and_starts_when_the_slot_is_freed(instance):
+    """Dagster 1.13's in-process executor spins while a step waits for a pool slot; patched, it
+    sleeps between claim checks."""
+    from chaffee_assets.instance import dagster_patches
+
+    assert dagster_patches.apply() == {"pool_wait_busy_loop": True}
+
+    @dg.asset(pool="gpu")
+    def needs_the_gpu() -> int:
+        return 1
+
+    storage = instance.event_log_storage
+    storage.set_concurrency_slots("gpu", 1)
+    assert storage.claim_concurrency_slot("gpu", "another-run", "transcript").is_claimed
+
+    result: dict = {}
+    thread = threading.Thread(target=lambda: result.update(r=dg.materialize([needs_the_gpu], instance=instance)))
+    thread.start()
+    deadline = time.time() + 60
+    while not storage.get_concurrency_info("gpu").pending_steps and time.time() < deadline:
+        time.sleep(0.1)
+    assert storage.get_concurrency_info("gpu").pending_steps, "the run never queued for the slot"
+    waiting_cpu0, t0 = time.process_time(), time.time()
+    time.sleep(3.0)
+    waiting_cpu = time.process_time() - waiting_cpu0
+    assert thread.is_alive() and not result  # still waiting: the slot is taken
+    # a busy loop takes a whole core (about 3 s of CPU here); sleeping between 0.5 s checks, little
+    assert waiting_cpu < 0.3 * (time.time() - t0), f"{waiting_cpu:.2f} s of CPU while waiting"
+
+    storage.free_concurrency_slot_for_step("another-run", "transcript")
+    thread.join(timeout=60)
+    assert result["r"].success

@@ -1,0 +1,96 @@
+"""ASR with the packaged tiny.en model on real speech: accuracy, timestamps, empty audio, errors."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from chaffee_assets.lib.errors import ModelNotFound
+from chaffee_assets.lib.models.asr import AsrOptions, Transcriber
+from chaffee_assets.lib.types import SAMPLE_RATE, Audio, VideoMeta
+from chaffee_assets.lib.voices import read_audio
+
+
+def normalise(text: str) -> str:
+    return " ".join(re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split())
+
+
+def _audio(video_id: str, wav: np.ndarray) -> Audio:
+    return Audio(VideoMeta(video_id, "test", "file:///test"), np.asarray(wav, dtype=np.float32))
+
+
+@pytest.fixture(scope="module")
+def transcriber(runtime) -> Transcriber:
+    return Transcriber(AsrOptions(model="tiny.en", batch_size=4), runtime)
+
+
+@pytest.fixture(scope="module")
+def jfk(fixtures_dir) -> Audio:
+    return _audio("jfk", read_audio(fixtures_dir / "jfk.flac"))
+
+
+def test_tiny_en_wer_on_jfk(transcriber, jfk, fixtures_dir):
+    import jiwer
+
+    tr = transcriber.transcribe(jfk)
+    reference = normalise((fixtures_dir / "jfk.txt").read_text())
+    wer = jiwer.wer(reference, normalise(tr.text))
+    assert wer <= 0.10, (wer, tr.text)
+
+    assert tr.video_id == "jfk"
+    info = tr.info
+    assert info.model == "tiny.en" and info.device == "cpu" and info.batch_size == 4
+    assert info.language == "en" and info.language_probability == 1.0  # .en models are English
+    assert info.audio_seconds == pytest.approx(11.0, abs=0.01)
+    assert 0 < info.processing_seconds < 60
+
+
+def test_word_timestamps(transcriber, jfk):
+    words = transcriber.transcribe(jfk).words
+    assert len(words) >= 20
+    assert all(0.0 <= w.start <= w.end <= 11.0 + 0.01 for w in words)
+    assert all(a.start <= b.start for a, b in zip(words, words[1:], strict=False))
+    assert all(w.text.startswith(" ") and 0.0 <= w.probability <= 1.0 and w.speaker is None for w in words)
+    country = [w for w in words if "country" in w.text.lower()]
+    assert len(country) == 2 and country[-1].start > 9.0  # "...for your country." ends the clip
+
+
+def test_without_vad_and_longer_than_a_window(jfk, runtime):
+    gap = np.zeros(SAMPLE_RATE * 10, dtype=np.float32)
+    long = _audio("jfk2", np.concatenate([jfk.waveform, gap, jfk.waveform]))  # 32 s: two windows
+    tr = Transcriber(AsrOptions(model="tiny.en", batch_size=4, vad=False), runtime).transcribe(long)
+    assert normalise(tr.text).count("fellow americans") == 2
+    assert max(w.end for w in tr.words) > 30.0
+
+
+@pytest.mark.parametrize(
+    "kind, wav",
+    [
+        ("silence", np.zeros(SAMPLE_RATE * 5, dtype=np.float32)),
+        ("noise", np.random.default_rng(0).normal(0, 0.1, SAMPLE_RATE * 5).astype(np.float32)),
+        ("short", np.random.default_rng(1).normal(0, 0.1, SAMPLE_RATE // 2).astype(np.float32)),
+        ("empty", np.zeros(0, dtype=np.float32)),
+    ],
+)
+def test_no_speech_gives_an_empty_transcript(transcriber, kind, wav):
+    tr = transcriber.transcribe(_audio(kind, wav))
+    assert tr.words == () and tr.text == ""
+    assert tr.info.audio_seconds == pytest.approx(len(wav) / SAMPLE_RATE)
+    assert tr.info.language == "en"
+
+
+def test_short_speech_is_empty_too(transcriber, jfk):
+    tr = transcriber.transcribe(_audio("short", jfk.waveform[int(0.2 * SAMPLE_RATE) : int(1.1 * SAMPLE_RATE)]))
+    assert tr.words == ()
+
+
+def test_unknown_alias_is_a_clear_error(runtime):
+    with pytest.raises(ModelNotFound, match=r"unknown whisper model 'large-v9'.*base, tiny\.en"):
+        Transcriber(AsrOptions(model="large-v9"), runtime)
+
+
+def test_folder_without_a_model_is_a_clear_error(tmp_path, runtime):
+    with pytest.raises(ModelNotFound, match="no model.bin"):
+        Transcriber(AsrOptions(model=str(tmp_path)), runtime)
