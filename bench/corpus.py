@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import hashlib
+import io
 import json
 import sys
 import time
@@ -31,6 +32,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from chaffee_assets.lib.files import atomic_write  # noqa: E402
 from chaffee_assets.lib.types import SAMPLE_RATE  # noqa: E402
 from chaffee_assets.testing.demo_channel import FEED_NAME, DemoItem, make_item, serve, write_feed  # noqa: E402
 
@@ -140,9 +142,9 @@ def talk(units: list[np.ndarray], seconds: float, rng: np.random.Generator, in_o
 def write_flac(path: Path, wave: np.ndarray) -> None:
     import soundfile as sf
 
-    tmp = path.with_name(f".{path.name}.tmp")
-    sf.write(str(tmp), wave, SR, format="FLAC", subtype="PCM_16")
-    tmp.replace(path)
+    buf = io.BytesIO()
+    sf.write(buf, wave, SR, format="FLAC", subtype="PCM_16")
+    atomic_write(path, buf.getvalue())
 
 
 # -- the corpus -----------------------------------------------------------------------------------

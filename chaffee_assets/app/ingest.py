@@ -20,6 +20,7 @@ from chaffee_assets.defs.metadata import step_seconds
 from chaffee_assets.defs.partitions import videos
 from chaffee_assets.instance.setup import archive_url
 from chaffee_assets.lib.ids import id_for_source, youtube_id
+from chaffee_assets.lib.types import Source
 from chaffee_assets.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -47,26 +48,26 @@ def is_feed(source: str) -> bool:
     return path.endswith(_FEED_SUFFIXES) or any(m in source for m in _CHANNEL_MARKERS)
 
 
-def expand(items: Iterable[str]) -> list[sources.Source]:
+def expand(items: Iterable[str]) -> list[Source]:
     """Sources for command-line items: files, media URLs, YouTube videos, channels and feeds."""
     from chaffee_assets.lib.media.feed import list_channel
 
-    out: list[sources.Source] = []
+    out: list[Source] = []
     for item in items:
         if is_feed(item):
             url = Path(item).resolve().as_uri() if "://" not in item else item
-            out.extend(sources.Source(e.video_id, e.url, e.title, e.upload_date) for e in list_channel(url))
+            out.extend(list_channel(url))
         elif "://" not in item:
             path = Path(item).expanduser().resolve()
             if not path.is_file():
                 raise FileNotFoundError(f"no such file: {item}")
-            out.append(sources.Source(id_for_source(str(path)), str(path), path.stem))
+            out.append(Source(id_for_source(str(path)), str(path), path.stem))
         else:
-            out.append(sources.Source(id_for_source(item), item))
+            out.append(Source(id_for_source(item), item))
     return out
 
 
-def register(settings: Settings, instance: dg.DagsterInstance, items: list[sources.Source]) -> list[str]:
+def register(settings: Settings, instance: dg.DagsterInstance, items: list[Source]) -> list[str]:
     """Record the videos' sources and make them `videos` partitions; returns the ids that were new."""
     with db.connect(archive_url(settings)) as conn:
         sources.register(conn, items)

@@ -22,10 +22,11 @@ from psycopg import sql
 
 from chaffee_assets.archive import writer
 from chaffee_assets.lib.errors import SearchError
-from chaffee_assets.lib.ids import validate_video_id, youtube_id
+from chaffee_assets.lib.ids import validate_video_id, youtube_id, youtube_watch_url
 from chaffee_assets.lib.models.registry import EMBEDDING_ALIASES
 from chaffee_assets.lib.models.runtime import ModelRuntime
 from chaffee_assets.lib.types import SearchHit
+from chaffee_assets.lib.vectors import normalize
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,10 @@ def search(
     speaker = speaker.strip() if speaker and speaker.strip() else None
     configured = embedder.model_id if isinstance(embedder, QueryEmbedder) else None
     model = model or choose_model(conn, configured)
-    dim = _model_dim(conn, model)
+    with conn.transaction():
+        dim = writer.model_dim(conn, model)
+    if dim is None:
+        raise SearchError(f"embedding model {model!r} has no vectors in the archive")
     qvec = _query_vector(_query_fn(embedder, model, fallback_runtime), query, model, dim)
     ef = min(max(int(ef_search), k), 1000)
     with conn.transaction():
@@ -126,14 +130,6 @@ def search(
         )
         for distance, vid, start, end, spk, text, title, source_url in rows
     ]
-
-
-def _model_dim(conn: psycopg.Connection, model: str) -> int:
-    with conn.transaction():
-        row = conn.execute("SELECT dim FROM embedding_models WHERE model = %s", (model,)).fetchone()
-    if row is None:
-        raise SearchError(f"embedding model {model!r} has no vectors in the archive")
-    return int(row[0])
 
 
 def _query_fn(embedder: QueryEmbedder | QueryVectorFn, model: str, fallback_runtime: ModelRuntime | None) -> QueryVectorFn:
@@ -170,7 +166,7 @@ def _query_vector(fn: QueryVectorFn, query: str, model: str, dim: int) -> np.nda
     norm = float(np.linalg.norm(vec))
     if not np.isfinite(norm) or norm == 0.0:
         raise SearchError("the query embedding is zero or not finite")
-    return vec / norm
+    return normalize(vec)
 
 
 def _knn_sql(model: str, dim: int, speaker: str | None, video: str | None, *, exact: bool) -> sql.Composed:
@@ -214,7 +210,7 @@ def hit_url(source_url: str, video_id: str, start: float) -> str:
     secs = max(0.0, float(start))
     yid = youtube_id(source_url)
     if yid is not None:
-        return f"https://www.youtube.com/watch?v={yid}&t={int(secs)}s"
+        return youtube_watch_url(yid, secs)
     scheme = urlparse(source_url).scheme.lower()
     if scheme in ("http", "https", "file"):
         base = source_url.split("#", 1)[0]

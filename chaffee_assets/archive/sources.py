@@ -3,20 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import date
 
 import psycopg
 
-from chaffee_assets.lib.ids import validate_video_id, youtube_id
-
-
-@dataclass(frozen=True)
-class Source:
-    video_id: str
-    url: str
-    title: str | None = None
-    upload_date: str | None = None  # YYYY-MM-DD
+from chaffee_assets.lib.ids import validate_video_id, youtube_id, youtube_watch_url
+from chaffee_assets.lib.types import Source
 
 
 def _date(s: str | None) -> date | None:
@@ -56,6 +48,7 @@ def source_url_for(conn: psycopg.Connection, video_id: str) -> str | None:
     src = lookup(conn, video_id)
     if src is not None:
         return src.url
-    if len(video_id) == 11 and youtube_id(f"https://www.youtube.com/watch?v={video_id}") == video_id:
-        return f"https://www.youtube.com/watch?v={video_id}"
+    url = youtube_watch_url(video_id)
+    if len(video_id) == 11 and youtube_id(url) == video_id:
+        return url
     return None

@@ -18,7 +18,6 @@ import logging
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import numpy as np
 import psycopg
@@ -26,25 +25,11 @@ from psycopg import sql
 
 from chaffee_assets.lib.errors import DatabaseError, VideoError
 from chaffee_assets.lib.ids import validate_video_id
-from chaffee_assets.lib.types import Passages, PassageVectors, VideoMeta
+from chaffee_assets.lib.types import ModelInfo, Passages, PassageVectors, RowCounts, VideoMeta
 
 log = logging.getLogger(__name__)
 
 INDEX_MAINTENANCE_WORK_MEM = "1GB"  # an HNSW build is far slower when its graph does not fit
-
-
-@dataclass(frozen=True)
-class RowCounts:
-    """What `write_video` left in the database for one video."""
-
-    video_id: str
-    model: str
-    segments: int  # segments stored for the video
-    vectors: int  # vectors of `model` stored for the video
-    segments_replaced: bool
-    vectors_replaced: bool
-    index_created: bool
-    seconds: float
 
 
 # -- writing --------------------------------------------------------------------------------------
@@ -147,7 +132,7 @@ def build_index(conn: psycopg.Connection, model: str, *, concurrently: bool = Tr
     autocommit = conn.autocommit
     conn.autocommit = True
     try:
-        dim = _model_dim(conn, model)
+        dim = model_dim(conn, model)
         if dim is None:
             raise DatabaseError(f"embedding model {model!r} has no vectors: nothing to index")
         conn.execute("SELECT pg_advisory_lock(%s)", (_lock_key(model),))
@@ -222,19 +207,6 @@ def counts(conn: psycopg.Connection) -> dict:
     return {"videos": int(videos), "segments": int(segments), "vectors": {m: int(n) for m, n in per_model}}
 
 
-@dataclass(frozen=True)
-class ModelInfo:
-    model: str
-    dim: int
-    created_at: object  # datetime
-    videos_covered: int
-    videos_with_passages: int
-
-    @property
-    def complete(self) -> bool:
-        return self.videos_covered > 0 and self.videos_covered >= self.videos_with_passages
-
-
 def model_infos(conn: psycopg.Connection) -> list[ModelInfo]:
     """Every registered model with its coverage, most recently created first.
 
@@ -306,12 +278,13 @@ def _upsert_video(conn: psycopg.Connection, meta: VideoMeta) -> None:
 
 def _register_model(conn: psycopg.Connection, model: str, dim: int) -> None:
     conn.execute("INSERT INTO embedding_models (model, dim) VALUES (%s, %s) ON CONFLICT (model) DO NOTHING", (model, dim))
-    stored = _model_dim(conn, model)
+    stored = model_dim(conn, model)
     if stored != dim:
         raise DatabaseError(f"embedding model {model!r} is registered with dimension {stored}, these vectors have {dim}")
 
 
-def _model_dim(conn: psycopg.Connection, model: str) -> int | None:
+def model_dim(conn: psycopg.Connection, model: str) -> int | None:
+    """The dimension the model's vectors are registered with; None: it has none."""
     row = conn.execute("SELECT dim FROM embedding_models WHERE model = %s", (model,)).fetchone()
     return int(row[0]) if row else None
 

@@ -59,7 +59,7 @@ def build_new_uploads_sensor(interval_seconds: int) -> dg.SensorDefinition:
             return dg.SkipReason(f"no new videos among {len(entries)} listed")
 
         with archive.connect() as conn:
-            sources.register(conn, [sources.Source(e.video_id, e.url, e.title, e.upload_date) for e in new])
+            sources.register(conn, new)
         ids = [e.video_id for e in new]
         context.log.info("new videos: %s", ", ".join(ids))
         return dg.SensorResult(

@@ -10,8 +10,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
-import uuid
 from dataclasses import asdict
 from typing import Any, TypeVar
 
@@ -19,6 +17,7 @@ import fsspec
 import numpy as np
 from pydantic import TypeAdapter
 
+from chaffee_assets.lib.files import atomic_write
 from chaffee_assets.lib.ids import validate_video_id
 from chaffee_assets.lib.types import SAMPLE_RATE, Audio, PassageVectors, VideoMeta
 
@@ -67,12 +66,7 @@ class ArtifactStore:
         parent = path.rsplit("/", 1)[0]
         self.fs.makedirs(parent, exist_ok=True)
         if self.is_local:
-            tmp = f"{path}.{uuid.uuid4().hex}.tmp"
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
+            atomic_write(path, data)
         else:
             with self.fs.open(path, "wb") as f:
                 f.write(data)

@@ -41,6 +41,12 @@ def youtube_id(url: str) -> str | None:
     return cand if is_valid_video_id(cand) else None
 
 
+def youtube_watch_url(video_id: str, at_seconds: float | None = None) -> str:
+    """The one YouTube watch-URL builder: the video, opened at `at_seconds` when given."""
+    url = f"https://www.youtube.com/watch?v={video_id}"
+    return url if at_seconds is None else f"{url}&t={int(max(0.0, at_seconds))}s"
+
+
 def id_for_source(source: str) -> str:
     """A stable, valid video id for a URL or a local file.
 

@@ -12,8 +12,18 @@ from dataclasses import replace
 
 import numpy as np
 
-from chaffee_assets.lib.types import SAMPLE_RATE, Audio, Diarization, SpeakerLabels, Transcript, Turn, Word
-from chaffee_assets.lib.voices import Embedder, Profile
+from chaffee_assets.lib.types import (
+    SAMPLE_RATE,
+    Audio,
+    Diarization,
+    Profile,
+    SpeakerLabels,
+    Transcript,
+    Turn,
+    Word,
+)
+from chaffee_assets.lib.vectors import mean_direction
+from chaffee_assets.lib.voices import Embedder
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +65,6 @@ def first_appearance(turns: Sequence[Turn]) -> list[str]:
     return list(seen)
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    if x.ndim == 2:
-        x = x.mean(axis=0)
-    return x / max(float(np.linalg.norm(x)), 1e-12)
-
-
 def best_matches(cluster_embeddings: Mapping[str, np.ndarray], profiles: Sequence[Profile]) -> dict[str, tuple[str, float]]:
     """cluster -> (closest profile's name, its cosine similarity); {} without profiles.
 
@@ -69,10 +72,10 @@ def best_matches(cluster_embeddings: Mapping[str, np.ndarray], profiles: Sequenc
     """
     if not profiles:
         return {}
-    centroids = np.stack([_unit(p.centroid) for p in profiles])
+    centroids = np.stack([mean_direction(p.centroid) for p in profiles])
     out = {}
     for cluster, emb in cluster_embeddings.items():
-        sims = centroids @ _unit(emb)
+        sims = centroids @ mean_direction(emb)
         i = int(np.argmax(sims))
         out[cluster] = (profiles[i].name, float(sims[i]))
     return out

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from chaffee_assets.lib.types import StepEvent
+
 # (timestamp, event type, step key, asset name or None): the fields of Dagster's step events
-StepEvent = tuple[float, str, str, str | None]
 
 
 def stage_pieces(events: Iterable[StepEvent]) -> list[tuple[str, float, float]]:

@@ -1,16 +1,26 @@
-"""Typed data contracts passed between the pipeline stages (and stored as artifacts).
+"""Every contract that crosses a module boundary, in one module (whisperX's `schema.py` is the
+model): what the pipeline stages pass each other and store as artifacts, what the model service
+answers, what the archive reports.
 
-Times are seconds from the start of the video's audio. Everything here is plain data:
-frozen dataclasses that serialise to JSON through `chaffee_assets.lib.artifacts`.
+Times are seconds from the start of the video's audio. Everything here is plain data: frozen
+dataclasses that serialise to JSON through `chaffee_assets.lib.artifacts`, and that a process
+unpickles without importing any model library (the model service returns them to the runs).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import numpy as np
 
+from chaffee_assets.lib.vectors import normalize
+
 SAMPLE_RATE = 16_000
+T = TypeVar("T")
+
+Region = tuple[float, float]  # (start, end) seconds of speech
 
 
 @dataclass(frozen=True)
@@ -24,6 +34,16 @@ class VideoMeta:
     channel: str | None = None
 
 
+@dataclass(frozen=True)
+class Source:
+    """Where a video comes from: a channel or feed entry, a URL or a file a user named."""
+
+    video_id: str  # validated: a partition key
+    url: str  # what `media.download.fetch_audio` takes: a YouTube watch URL, a media URL, a file
+    title: str | None = None
+    upload_date: str | None = None  # ISO date, YYYY-MM-DD
+
+
 @dataclass(frozen=True, eq=False)
 class Audio:
     """16 kHz mono float32 waveform plus what we know of the video."""
@@ -34,6 +54,25 @@ class Audio:
     @property
     def seconds(self) -> float:
         return len(self.waveform) / SAMPLE_RATE
+
+
+@dataclass(frozen=True)
+class AudioRef:
+    """The `audio` asset: a video's sound as the runs pass it. The waveform itself (16 kHz mono)
+    stays in the artifact store at `url`; the model service reads it from there."""
+
+    meta: VideoMeta
+    url: str  # the waveform in the artifact store (a path or an fsspec URL)
+    seconds: float
+    speech: tuple[Region, ...] = ()  # silero VAD's speech regions, found once per video
+
+    @property
+    def video_id(self) -> str:
+        return self.meta.video_id
+
+    @property
+    def speech_seconds(self) -> float:
+        return float(sum(b - a for a, b in self.speech))
 
 
 @dataclass(frozen=True)
@@ -136,3 +175,125 @@ class SearchHit:
     end: float
     text: str
     url: str
+
+
+# -- voices ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class Profile:
+    """An enrolled voice: the unit mean of ECAPA embeddings of a person's clips."""
+
+    name: str
+    centroid: np.ndarray  # (dim,) float32, unit length
+    model_id: str
+    n_clips: int
+    sources: tuple[dict, ...] = field(default_factory=tuple)  # {"path", "start", "end"}
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name,
+            "embedding_model": self.model_id,
+            "dim": int(self.centroid.shape[0]),
+            "n_clips": self.n_clips,
+            "centroid": [float(x) for x in self.centroid],
+            "sources": list(self.sources),
+            "updated": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> Profile:
+        centroid = np.asarray(data["centroid"], dtype=np.float32)
+        if centroid.ndim != 1 or centroid.size == 0 or not np.all(np.isfinite(centroid)):
+            raise ValueError("centroid must be a non-empty list of finite numbers")
+        return cls(
+            name=str(data["name"]),
+            centroid=normalize(centroid),
+            model_id=str(data["embedding_model"]),
+            n_clips=int(data["n_clips"]),
+            sources=tuple(data.get("sources", ())),
+        )
+
+
+# -- the model service ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class Served(Generic[T]):
+    """A model service answer: the value, and where its time went inside the service."""
+
+    value: T
+    seconds_by_model: dict[str, float] = field(default_factory=dict)  # model -> seconds computing
+    replica: str = ""  # which replica answered (its node and process)
+    batch: dict[str, Any] = field(default_factory=dict)  # for batched calls: {"id", "callers", "items"}
+
+
+@dataclass(frozen=True)
+class ReplicaInfo:
+    """One model service replica, as `chaffee status` shows it."""
+
+    replica: str  # node:pid
+    node_id: str
+    device: str
+    models_loaded: tuple[str, ...]
+    requests_served: int
+    in_flight: int
+    rss_bytes: int
+    gpu_memory_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class EmbedStats:
+    videos: int
+    passages: int
+    batches: int
+    batch_size: int
+    seconds: float
+
+    @property
+    def passages_per_s(self) -> float:
+        return self.passages / self.seconds if self.seconds > 0 else 0.0
+
+
+# -- the archive ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RowCounts:
+    """What `archive.writer.write_video` left in the database for one video."""
+
+    video_id: str
+    model: str
+    segments: int  # segments stored for the video
+    vectors: int  # vectors of `model` stored for the video
+    segments_replaced: bool
+    vectors_replaced: bool
+    index_created: bool
+    seconds: float
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One embedding model's vectors in the archive."""
+
+    model: str
+    dim: int
+    created_at: object  # datetime
+    videos_covered: int
+    videos_with_passages: int
+
+    @property
+    def complete(self) -> bool:
+        return self.videos_covered > 0 and self.videos_covered >= self.videos_with_passages
+
+
+# -- runs -----------------------------------------------------------------------------------------
+
+
+class StepEvent(NamedTuple):
+    """The fields of a Dagster step event that a run's stage timing needs (`lib.stages`)."""
+
+    timestamp: float
+    kind: str  # STEP_START | ASSET_MATERIALIZATION | STEP_SUCCESS | STEP_FAILURE
+    step: str
+    asset: str | None

@@ -15,9 +15,9 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import http.server
+import io
 import ipaddress
 import logging
-import os
 import shutil
 import socket
 import threading
@@ -30,6 +30,7 @@ from urllib.parse import quote
 
 import numpy as np
 
+from chaffee_assets.lib.files import atomic_write
 from chaffee_assets.lib.ids import validate_video_id
 from chaffee_assets.lib.types import SAMPLE_RATE
 
@@ -152,11 +153,9 @@ def write_feed(items: Sequence[DemoItem], base_url: str, path: Path, *, title: s
                                           "length": str(item.size_bytes), "type": item.mime_type})
         if item.duration_s:
             ET.SubElement(node, f"{{{ITUNES_NS}}}duration").text = str(int(round(item.duration_s)))
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    ET.ElementTree(rss).write(tmp, encoding="utf-8", xml_declaration=True)
-    os.replace(tmp, path)
-    return path
+    buf = io.BytesIO()
+    ET.ElementTree(rss).write(buf, encoding="utf-8", xml_declaration=True)
+    return atomic_write(path, buf.getvalue())
 
 
 # -- serving ------------------------------------------------------------------------------------

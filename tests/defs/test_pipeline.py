@@ -10,8 +10,9 @@ import pytest
 
 from chaffee_assets.app.ingest import reembed, register, run_videos
 from chaffee_assets.app.search import search
-from chaffee_assets.archive import db, sources, writer
+from chaffee_assets.archive import db, writer
 from chaffee_assets.archive.search import choose_model
+from chaffee_assets.lib.types import Source
 from tests.helpers.instances import dagster_instance, make_settings, served_demo_channel
 
 pytestmark = pytest.mark.slow
@@ -26,7 +27,7 @@ def _meta(instance, asset: str, partition: str) -> dict:
 
 
 def _ingest(settings, instance, base_url, items, extra=()):
-    srcs = [sources.Source(i.video_id, f"{base_url}/{i.filename}", i.title, i.upload_date) for i in items]
+    srcs = [Source(i.video_id, f"{base_url}/{i.filename}", i.title, i.upload_date) for i in items]
     srcs += list(extra)
     register(settings, instance, srcs)
     return {o.video_id: o for o in run_videos(settings, instance, [s.video_id for s in srcs], progress=lambda _: None)}
@@ -49,7 +50,7 @@ def world(pg_server, fixtures_dir, tmp_path_factory):
 def ingested(world):
     settings, instance, (base_url, _, items) = world
     chosen = [i for i in items if i.video_id in ("demo-jfk-flac", "demo-interview")]
-    broken = sources.Source("broken-404", f"{base_url}/no-such-talk.m4a", "A talk that is gone")
+    broken = Source("broken-404", f"{base_url}/no-such-talk.m4a", "A talk that is gone")
     outcomes = _ingest(settings, instance, base_url, chosen, [broken])
     return base_url, chosen, outcomes
 
@@ -179,7 +180,7 @@ def test_a_silent_video_goes_through_every_asset_and_writes_no_passages(settings
 
     silent = tmp_path / "silent-talk.wav"
     sf.write(silent, np.zeros(16_000 * 5, dtype=np.float32), 16_000)
-    register(settings, instance, [sources.Source("silent-talk", str(silent), "Nothing said")])
+    register(settings, instance, [Source("silent-talk", str(silent), "Nothing said")])
     [outcome] = run_videos(settings, instance, ["silent-talk"], progress=lambda _: None)
     assert outcome.ok, outcome.error
     assert _meta(instance, "transcript", "silent-talk")["empty"] is True

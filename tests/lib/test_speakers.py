@@ -10,13 +10,14 @@ from chaffee_assets.lib.types import (
     SAMPLE_RATE,
     Audio,
     Diarization,
+    Profile,
     Transcript,
     TranscriptInfo,
     Turn,
     VideoMeta,
     Word,
 )
-from chaffee_assets.lib.voices import Profile, read_audio
+from chaffee_assets.lib.voices import read_audio
 
 
 @pytest.fixture(scope="module")

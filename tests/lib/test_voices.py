@@ -27,15 +27,6 @@ def test_read_audio_decodes_and_resamples(fixtures_dir):
     assert len(part) == 40_000
 
 
-def test_read_audio_through_pyav_matches_soundfile(fixtures_dir):
-    from chaffee_assets.lib.voices import _decode_pyav
-
-    wav, sr = _decode_pyav(fixtures_dir / "sample.wav", 10.0, 12.0)
-    ref = read_audio(fixtures_dir / "sample.wav", 10.0, 12.0)
-    assert sr == 16_000 and len(wav) == len(ref)
-    assert np.allclose(wav, ref, atol=1e-3)
-
-
 def test_read_audio_errors(tmp_path):
     with pytest.raises(VoiceProfileError, match="not found"):
         read_audio(tmp_path / "missing.wav")

@@ -127,8 +127,9 @@ class _Samples:
         return self.data
 
 
-def decode_to_16k_mono(path: str | Path, video_id: str) -> np.ndarray:
-    """The file's first audio stream as a float32 array, 16 kHz, mono, in [-1, 1]."""
+def decode_to_16k_mono(path: str | Path, video_id: str, *, start: float | None = None, end: float | None = None) -> np.ndarray:
+    """The file's first audio stream as a float32 array, 16 kHz, mono, in [-1, 1]; with `start` /
+    `end`, only those seconds of it (decoding stops at `end`). The one decoder of the project."""
     import av
 
     path = Path(path)
@@ -140,6 +141,7 @@ def decode_to_16k_mono(path: str | Path, video_id: str) -> np.ndarray:
         # 1 s output frames: 50x fewer Python round trips than Opus's 20 ms frames
         resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE, frame_size=SAMPLE_RATE)
         bad_packets, first_error = 0, None
+        stop = int(end * SAMPLE_RATE) if end is not None else None
 
         def push(frame: av.AudioFrame | None) -> None:
             for out in resampler.resample(frame):
@@ -155,6 +157,8 @@ def decode_to_16k_mono(path: str | Path, video_id: str) -> np.ndarray:
                     continue
                 for frame in frames:
                     push(frame)
+                if stop is not None and samples.n >= stop:
+                    break  # a clip: the rest is not needed
             push(None)
         except av.error.FFmpegError as e:
             raise DecodeError(
@@ -165,7 +169,8 @@ def decode_to_16k_mono(path: str | Path, video_id: str) -> np.ndarray:
     if samples.n == 0:
         cause = f": {first_error}" if first_error else ""
         raise DecodeError(video_id, f"no audio could be decoded from {path.name}{cause}")
-    if declared and seconds < declared * _TRUNCATION_RATIO and declared - seconds > _TRUNCATION_MIN_GAP_S:
+    truncated = declared and seconds < declared * _TRUNCATION_RATIO and declared - seconds > _TRUNCATION_MIN_GAP_S
+    if stop is None and truncated:
         raise DecodeError(
             video_id,
             f"truncated or corrupt media: decoded {seconds:.1f} s of the {declared:.1f} s {path.name} declares"
@@ -176,4 +181,7 @@ def decode_to_16k_mono(path: str | Path, video_id: str) -> np.ndarray:
                     path.name, first_error)
     log.debug("video %s: decoded %.1f s from %s (%s, %d Hz, %d ch)", video_id, seconds, path.name,
               stream.codec_context.name, stream.codec_context.sample_rate or 0, stream.codec_context.channels or 0)
-    return samples.finish()
+    wav = samples.finish()
+    if start is None and end is None:
+        return wav
+    return wav[int((start or 0.0) * SAMPLE_RATE) : stop].copy()

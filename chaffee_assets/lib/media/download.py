@@ -21,8 +21,9 @@ from urllib.parse import urlparse
 from urllib.request import url2pathname
 
 from chaffee_assets.lib.errors import DecodeError, DownloadError
-from chaffee_assets.lib.ids import validate_video_id, youtube_id
+from chaffee_assets.lib.ids import validate_video_id, youtube_id, youtube_watch_url
 from chaffee_assets.lib.media.decode import decode_to_16k_mono
+from chaffee_assets.lib.media.ytdlp import YtdlpLogger
 from chaffee_assets.lib.types import SAMPLE_RATE, Audio, VideoMeta
 
 log = logging.getLogger(__name__)
@@ -30,11 +31,6 @@ log = logging.getLogger(__name__)
 _TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524}
 _TRANSIENT_WORDS = ("timed out", "timeout", "connection reset", "connection refused", "connection aborted",
                     "temporarily", "try again later", "incomplete read", "remote end closed")
-_NOISY_GENERIC_WARNINGS = ("generic information extractor", "could be a direct video link")
-
-
-def youtube_watch_url(video_id: str) -> str:
-    return f"https://www.youtube.com/watch?v={video_id}"
 
 
 def fetch_audio(
@@ -117,24 +113,6 @@ def _read_local(path: Path, video_id: str, title: str | None, upload_date: str |
 
 
 # -- yt-dlp -------------------------------------------------------------------------------------
-class _YtdlpLogger:
-    """yt-dlp's logger protocol onto `logging`, tagged with the video id."""
-
-    def __init__(self, video_id: str):
-        self.video_id = video_id
-
-    def debug(self, msg: str) -> None:
-        log.debug("video %s: yt-dlp: %s", self.video_id, msg)
-
-    def info(self, msg: str) -> None:
-        log.debug("video %s: yt-dlp: %s", self.video_id, msg)
-
-    def warning(self, msg: str) -> None:
-        level = logging.DEBUG if any(w in msg for w in _NOISY_GENERIC_WARNINGS) else logging.WARNING
-        log.log(level, "video %s: yt-dlp: %s", self.video_id, msg)
-
-    def error(self, msg: str) -> None:  # re-raised as our own error, with the cause
-        log.debug("video %s: yt-dlp: %s", self.video_id, msg)
 
 
 def ydl_options(video_id: str, target: Path) -> dict[str, Any]:
@@ -149,7 +127,7 @@ def ydl_options(video_id: str, target: Path) -> dict[str, Any]:
         "quiet": True,
         "no_warnings": False,
         "noprogress": True,
-        "logger": _YtdlpLogger(video_id),
+        "logger": YtdlpLogger(f"video {video_id}"),
         "ffmpeg_location": imageio_ffmpeg.get_ffmpeg_exe(),
         "fixup": "never",  # PyAV reads DASH m4a / webm as they come; no ffmpeg rewrite
         "retries": 0,  # whole-request retries are ours (counted, with backoff); a .part file resumes

@@ -13,49 +13,28 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlparse
 
 from chaffee_assets.lib.errors import FeedError
-from chaffee_assets.lib.ids import id_for_source, is_valid_video_id, youtube_id
-from chaffee_assets.lib.media.download import upload_date_of, youtube_watch_url
+from chaffee_assets.lib.ids import id_for_source, is_valid_video_id, youtube_id, youtube_watch_url
+from chaffee_assets.lib.media.download import upload_date_of
+from chaffee_assets.lib.media.ytdlp import YtdlpLogger
+from chaffee_assets.lib.types import Source
 
 log = logging.getLogger(__name__)
 
-_NOISY_WARNINGS = ("generic information extractor", "could be a direct video link")
 
 
-@dataclass(frozen=True)
-class FeedEntry:
-    video_id: str  # validated: a partition key
-    url: str  # what `download.fetch_audio` takes: a YouTube watch URL, a media URL, a file:// URL
-    title: str
-    upload_date: str | None = None  # ISO date, YYYY-MM-DD
 
 
-class _YtdlpLogger:
-    def __init__(self, url: str):
-        self.url = url
-
-    def debug(self, msg: str) -> None:
-        log.debug("feed %s: yt-dlp: %s", self.url, msg)
-
-    info = debug
-    error = debug  # re-raised as FeedError with the cause
-
-    def warning(self, msg: str) -> None:
-        level = logging.DEBUG if any(w in msg for w in _NOISY_WARNINGS) else logging.WARNING
-        log.log(level, "feed %s: yt-dlp: %s", self.url, msg)
-
-
-def list_channel(url: str) -> list[FeedEntry]:
+def list_channel(url: str) -> list[Source]:
     """Every video of the channel or feed at `url` (a local feed file's path works too), oldest first."""
     url = _as_url(url)
     info = _extract_flat(url)
     raw = [e for e in info.get("entries") or [] if e]
-    entries: list[FeedEntry] = []
+    entries: list[Source] = []
     stamps: list[float | None] = []
     seen: set[str] = set()
     nested = 0
@@ -97,7 +76,7 @@ def _extract_flat(url: str) -> dict[str, Any]:
         "enable_file_urls": True,
         "quiet": True,
         "no_warnings": False,
-        "logger": _YtdlpLogger(url),
+        "logger": YtdlpLogger(f"feed {url}"),
         "socket_timeout": 30,
         "default_search": "error",  # never turn a bad URL into a YouTube search
     }
@@ -119,8 +98,8 @@ def _is_nested_playlist(e: dict[str, Any]) -> bool:
     return e.get("_type") == "playlist" or e.get("ie_key") in ("YoutubeTab", "YoutubePlaylist")
 
 
-def _entry(e: dict[str, Any], feed_url: str) -> tuple[FeedEntry, float | None]:
-    """One flat entry as a FeedEntry, plus its timestamp (for ordering) when known."""
+def _entry(e: dict[str, Any], feed_url: str) -> tuple[Source, float | None]:
+    """One flat entry as a Source, plus its timestamp (for ordering) when known."""
     from yt_dlp.utils import unsmuggle_url
 
     raw_url, smuggled = unsmuggle_url(str(e.get("url") or ""), {})
@@ -149,7 +128,7 @@ def _entry(e: dict[str, Any], feed_url: str) -> tuple[FeedEntry, float | None]:
     if stamp is None and date:
         stamp = dt.datetime.fromisoformat(date).replace(tzinfo=dt.UTC).timestamp()
     title = str(e.get("title") or "").strip() or video_id
-    return FeedEntry(video_id=video_id, url=url, title=title, upload_date=date), stamp
+    return Source(video_id=video_id, url=url, title=title, upload_date=date), stamp
 
 
 def _hashed_id(remote_id: str) -> str:
@@ -159,7 +138,7 @@ def _hashed_id(remote_id: str) -> str:
     return "g" + hashlib.sha1(remote_id.encode()).hexdigest()[:15]
 
 
-def _oldest_first(entries: list[FeedEntry], stamps: list[float | None]) -> list[FeedEntry]:
+def _oldest_first(entries: list[Source], stamps: list[float | None]) -> list[Source]:
     """By date when every entry has one (ties: feed order reversed), else the feed order reversed:
     feeds and channel pages list newest first."""
     order = list(range(len(entries)))[::-1]

@@ -25,7 +25,9 @@ from chaffee_assets.lib.errors import ModelNotFound
 from chaffee_assets.lib.models import pyannote_compat, threads, vad
 from chaffee_assets.lib.models.ecapa import EcapaEmbedder
 from chaffee_assets.lib.models.registry import segmentation_dir
-from chaffee_assets.lib.types import SAMPLE_RATE, Audio, Diarization, Turn
+from chaffee_assets.lib.speakers import first_appearance
+from chaffee_assets.lib.types import SAMPLE_RATE, Audio, Diarization, Region, Turn
+from chaffee_assets.lib.vectors import normalize
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +35,6 @@ METHODS = ("auto", "pyannote", "simple", "off")
 MIN_AUDIO_SECONDS = 1.0  # shorter audio: empty diarization, like the transcript
 MIN_WINDOW_SECONDS = 1.0  # a monologue-check window shorter than this is not embedded
 SINGLE = "SPEAKER_00"
-
-Region = tuple[float, float]
 
 # pyannote's parameters for the packaged segmentation-3.0 + ECAPA (MODELS.md; bench/quality.py:
 # DER 5.2 % on the pyannote sample at segmentation step 0.1, 12.8 % at step 0.5).
@@ -124,18 +124,16 @@ def absorb_small_clusters(embeddings: np.ndarray, labels: np.ndarray, min_size: 
     if len(large) == 0 or len(large) == len(ids):
         return labels
     centroids = np.stack([embeddings[labels == k].mean(axis=0) for k in large])
-    centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+    centroids = normalize(centroids)
     small = ~np.isin(labels, large)
     labels[small] = large[np.argmax(embeddings[small] @ centroids.T, axis=1)]
     return labels
 
 
 def _relabel_by_first_appearance(turns: list[Turn]) -> tuple[Turn, ...]:
-    turns = sorted(turns, key=lambda t: (t.start, t.end))
-    names: dict[str, str] = {}
-    for t in turns:
-        names.setdefault(t.speaker, f"SPEAKER_{len(names):02d}")
-    return tuple(Turn(t.start, t.end, names[t.speaker]) for t in turns)
+    """Clusters renamed SPEAKER_00, SPEAKER_01… in the order they first speak."""
+    names = {c: f"SPEAKER_{i:02d}" for i, c in enumerate(first_appearance(turns))}
+    return tuple(Turn(t.start, t.end, names[t.speaker]) for t in sorted(turns, key=lambda t: (t.start, t.end)))
 
 
 def _pipeline_path(name: str) -> Path:

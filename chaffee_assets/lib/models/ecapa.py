@@ -12,19 +12,13 @@ from chaffee_assets.lib.models import threads
 from chaffee_assets.lib.models.registry import ecapa_dir
 from chaffee_assets.lib.models.runtime import ModelRuntime
 from chaffee_assets.lib.types import SAMPLE_RATE
+from chaffee_assets.lib.vectors import normalize
 
 log = logging.getLogger(__name__)
 
 ECAPA_MODEL_ID = "speechbrain/spkrec-ecapa-voxceleb"
 EMBEDDING_DIM = 192
 MIN_CHUNK_SECONDS = 0.5  # shorter chunks are tiled up to this length (ECAPA needs some frames)
-
-
-def l2_normalize(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (zero rows stay zero)."""
-    x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=-1, keepdims=True)
-    return x / np.maximum(norms, 1e-12)
 
 
 class EcapaEmbedder:
@@ -83,4 +77,4 @@ class EcapaEmbedder:
                 lens = torch.tensor([chunks[i].size / longest for i in idx], dtype=torch.float32)
                 emb = self._model.encode_batch(torch.from_numpy(batch).to(self.device), lens.to(self.device))
                 out[idx] = emb.squeeze(1).float().cpu().numpy()
-        return l2_normalize(out)
+        return normalize(out)

@@ -12,7 +12,6 @@ import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,22 +19,10 @@ import numpy as np
 from chaffee_assets.lib.errors import ChaffeeError, ModelNotFound, VideoError
 from chaffee_assets.lib.models import registry
 from chaffee_assets.lib.models.runtime import ModelRuntime
-from chaffee_assets.lib.types import Passages, PassageVectors
+from chaffee_assets.lib.types import EmbedStats, Passages, PassageVectors
+from chaffee_assets.lib.vectors import normalize
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class EmbedStats:
-    videos: int
-    passages: int
-    batches: int
-    batch_size: int
-    seconds: float
-
-    @property
-    def passages_per_s(self) -> float:
-        return self.passages / self.seconds if self.seconds > 0 else 0.0
 
 
 def _max_seq_length(path: Path, fallback: int) -> int:
@@ -165,4 +152,4 @@ class TextEmbedder:
         norms = np.linalg.norm(vecs, axis=1, keepdims=True)
         if not np.all(np.isfinite(vecs)) or np.any(norms == 0):
             raise ChaffeeError(f"embedding model {self.model_id} produced a zero or non-finite vector")
-        return vecs / norms
+        return normalize(vecs)

@@ -10,12 +10,9 @@ import logging
 
 import numpy as np
 
-from chaffee_assets.lib.types import SAMPLE_RATE
+from chaffee_assets.lib.types import SAMPLE_RATE, Region
 
 log = logging.getLogger(__name__)
-
-Region = tuple[float, float]
-
 
 def speech_regions(
     waveform: np.ndarray,

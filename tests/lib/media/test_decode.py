@@ -117,3 +117,15 @@ def test_missing_file(tmp_path: Path) -> None:
 )
 def test_sniff_accepts_media_heads(head: bytes) -> None:
     assert sniff_non_media(head) is None
+
+
+def test_a_clip_window_is_the_same_samples_as_the_whole_decode(fixtures_dir: Path) -> None:
+    """One decoder for talks and for enrolment clips: [start, end] of it equals that slice of the
+    whole file, and a 16 kHz WAV comes through sample-exact (soundfile reads the same window)."""
+    whole = decode_to_16k_mono(fixtures_dir / "sample.wav", "sample")
+    clip = decode_to_16k_mono(fixtures_dir / "sample.wav", "sample", start=10.0, end=12.0)
+    assert len(clip) == 32_000 and np.array_equal(clip, whole[160_000:192_000])
+    ref, _ = sf.read(fixtures_dir / "sample.wav", start=160_000, stop=192_000, dtype="float32")
+    np.testing.assert_allclose(clip, ref, atol=1e-4)
+    tail = decode_to_16k_mono(fixtures_dir / "jfk.flac", "jfk", start=9.0)
+    assert abs(len(tail) / 16_000 - 2.0) < 0.01

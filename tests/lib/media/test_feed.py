@@ -12,7 +12,8 @@ import pytest
 from chaffee_assets.lib.errors import FeedError
 from chaffee_assets.lib.ids import is_valid_video_id
 from chaffee_assets.lib.media.download import fetch_audio
-from chaffee_assets.lib.media.feed import FeedEntry, list_channel
+from chaffee_assets.lib.media.feed import list_channel
+from chaffee_assets.lib.types import Source
 from chaffee_assets.testing.demo_channel import DemoItem, build_demo_media, make_item, serve, write_feed
 from tests.helpers.media_server import MediaServer
 
@@ -52,7 +53,7 @@ def test_http_feed_oldest_first_with_stable_ids(demo) -> None:
     _, items, base_url = demo
     entries = list_channel(f"{base_url}/http.rss")
     assert entries == [
-        FeedEntry(i.video_id, f"{base_url}/{i.filename}", i.title, i.upload_date) for i in items
+        Source(i.video_id, f"{base_url}/{i.filename}", i.title, i.upload_date) for i in items
     ]
     assert list_channel(f"{base_url}/http.rss") == entries
 
@@ -142,8 +143,8 @@ def test_youtube_shaped_listing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(yt_dlp.YoutubeDL, "extract_info", fake_extract)
     entries = list_channel("https://www.youtube.com/@anthonychaffeemd/videos")
     assert entries == [
-        FeedEntry("aaaaaaaaaaa", "https://www.youtube.com/watch?v=aaaaaaaaaaa", "Older"),
-        FeedEntry("bbbbbbbbbbb", "https://www.youtube.com/watch?v=bbbbbbbbbbb", "Newer"),
+        Source("aaaaaaaaaaa", "https://www.youtube.com/watch?v=aaaaaaaaaaa", "Older"),
+        Source("bbbbbbbbbbb", "https://www.youtube.com/watch?v=bbbbbbbbbbb", "Newer"),
     ]
 
 
