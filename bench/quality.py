@@ -26,12 +26,20 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from chaffee_assets.lib.models.asr import AsrOptions, Transcriber  # noqa: E402
-from chaffee_assets.lib.models.diarize import DiarizationOptions, Diarizer  # noqa: E402
+from chaffee_assets.lib.models.asr import Transcriber
+from chaffee_assets.lib.models.diarize import Diarizer
 from chaffee_assets.lib.models.ecapa import EcapaEmbedder  # noqa: E402
 from chaffee_assets.lib.models.runtime import ModelRuntime  # noqa: E402
 from chaffee_assets.lib.speakers import SpeakerNamer  # noqa: E402
-from chaffee_assets.lib.types import SAMPLE_RATE, Audio, Diarization, Turn, VideoMeta  # noqa: E402
+from chaffee_assets.lib.types import (  # noqa: E402
+    SAMPLE_RATE,
+    AsrOptions,  # noqa: E402
+    Audio,
+    Diarization,
+    DiarizationOptions,  # noqa: E402
+    Turn,
+    VideoMeta,
+)
 from chaffee_assets.lib.voices import enroll, load_profiles, read_audio  # noqa: E402
 from chaffee_assets.settings import Settings  # noqa: E402
 from chaffee_assets.testing import fixtures_dir  # noqa: E402

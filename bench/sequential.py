@@ -52,13 +52,14 @@ class Loader:
 
 
 def load_models(settings: Settings) -> tuple[dict, list[list]]:
-    from chaffee_assets.lib.models.asr import AsrOptions, Transcriber
-    from chaffee_assets.lib.models.diarize import DiarizationOptions, Diarizer
+    from chaffee_assets.lib.models.asr import Transcriber
+    from chaffee_assets.lib.models.diarize import Diarizer
     from chaffee_assets.lib.models.ecapa import EcapaEmbedder
     from chaffee_assets.lib.models.runtime import ModelRuntime
     from chaffee_assets.lib.models.text_embed import TextEmbedder
     from chaffee_assets.lib.models.threads import limit_torch_threads, threads_per_model
     from chaffee_assets.lib.speakers import SpeakerNamer
+    from chaffee_assets.lib.types import AsrOptions, DiarizationOptions
     from chaffee_assets.lib.voices import load_profiles
 
     load = Loader()
@@ -148,7 +149,7 @@ def run(settings: Settings, feed: str, database_url: str, workdir: Path, limit: 
         progress=print) -> dict:
     from chaffee_assets.archive import db
     from chaffee_assets.lib.media.feed import list_channel
-    from chaffee_assets.lib.passages import PassageOptions
+    from chaffee_assets.lib.types import PassageOptions
 
     started = clock.process_started_at()
     models, loads = load_models(settings)

@@ -5,9 +5,10 @@ This is its start-up: the patches of Dagster's internals are applied explicitly,
 
 from chaffee_assets.defs.build import build_definitions
 from chaffee_assets.instance import dagster_patches
+from chaffee_assets.instance.model_service import head_file
 from chaffee_assets.instance.setup import archive_url
 from chaffee_assets.settings import get_settings
 
 dagster_patches.apply()
 settings = get_settings()
-defs = build_definitions(settings, archive_url(settings))
+defs = build_definitions(settings, archive_url(settings), str(head_file(settings)))

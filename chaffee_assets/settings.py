@@ -42,6 +42,18 @@ class Settings(BaseSettings):
     pyannote_model: str | None = Field(None, alias="PYANNOTE_MODEL", description="A local pyannote pipeline folder (community-1, 3.1); unset: packaged segmentation-3.0 + ECAPA.")
     device: DeviceSetting = Field("auto", alias="DEVICE")
 
+    # the model service (Ray Serve)
+    ray_address: str | None = Field(
+        None, alias="RAY_ADDRESS",
+        description="An existing Ray cluster for the model service (host:port, or ray://host:10001); unset: a local head started by `chaffee up`.",
+    )
+    service_replicas: int = Field(0, alias="SERVICE_REPLICAS", ge=0, description="Model service replicas; 0: one per GPU of the cluster, one on a CPU machine.")
+    service_resource: str | None = Field(
+        None, alias="SERVICE_RESOURCE",
+        description="A custom Ray resource a node must offer to host the replicas (e.g. `chaffee_gpu` on the GPU boxes).",
+    )
+    service_start_timeout_seconds: float = Field(900.0, alias="SERVICE_START_TIMEOUT_SECONDS", gt=0)
+
     # diarization and voices
     diarization: DiarizationMode = Field("auto", alias="DIARIZATION")
     assume_monologue: bool = Field(False, alias="ASSUME_MONOLOGUE")
@@ -57,10 +69,13 @@ class Settings(BaseSettings):
     # throughput
     # 2: one step loads its inputs or hands its slot over while the other computes; on a 2-core CPU,
     # two one-thread models did 1.4-2.2x the work of one two-thread model (bench/throughput.py)
-    asr_workers: int = Field(2, alias="ASR_WORKERS", ge=1, description="Limit of the `gpu` concurrency pool.")
+    asr_workers: int = Field(2, alias="ASR_WORKERS", ge=1, description="Limit of the `gpu` concurrency pool, and the transcriptions the model service runs at once.")
     batch_size: int = Field(256, alias="BATCH_SIZE", ge=1, description="Embedding batch size (passages).")
     download_workers: int = Field(4, alias="DOWNLOAD_WORKERS", ge=1, description="Runs in flight at once (the run queue's limit).")
-    model_threads: int = Field(0, alias="MODEL_THREADS", ge=0, description="CPU threads per model (torch, CTranslate2); 0: whisper gets the cores divided by ASR_WORKERS, torch models the cores divided by the models computing at the moment.")
+    model_threads: int = Field(
+        0, alias="MODEL_THREADS", ge=0,
+        description="CPU cores the model service's models share on a CPU machine; 0: every core (whisper gets them divided by ASR_WORKERS, torch models divided by the calls computing at the moment).",
+    )
     pool_poll_seconds: float = Field(
         0.5, alias="POOL_POLL_SECONDS", gt=0, le=15,
         description="How often a step waiting for a `gpu` slot asks again (Dagster's own back-off grows to 15 s).",
@@ -72,7 +87,10 @@ class Settings(BaseSettings):
     sensor_max_per_tick: int = Field(25, alias="SENSOR_MAX_PER_TICK", ge=1)
     sensor_interval_seconds: int = Field(3600, alias="SENSOR_INTERVAL_SECONDS", ge=30)
 
-    @field_validator("database_url", "dagster_database_url", "artifact_root", "pyannote_model", "whisper_language", mode="before")
+    @field_validator(
+        "database_url", "dagster_database_url", "artifact_root", "pyannote_model", "whisper_language", "ray_address",
+        "service_resource", mode="before",
+    )
     @classmethod
     def _empty_is_unset(cls, v: object) -> object:
         return None if v == "" else v
@@ -85,23 +103,6 @@ class Settings(BaseSettings):
         if self.use_simple_diarization:
             return "simple"
         return self.diarization
-
-    @property
-    def threads_per_model(self) -> int:
-        from chaffee_assets.lib.models.threads import threads_per_model
-
-        return threads_per_model(self.model_threads, self.asr_workers)
-
-    def model_runtime(self):
-        """Device, compute type, model cache and threads, resolved once (`lib.models.runtime`)."""
-        from chaffee_assets.lib.models.runtime import ModelRuntime
-
-        return ModelRuntime.resolve(self.device, self.model_cache_dir, self.threads_per_model)
-
-    @property
-    def share_cores(self) -> bool:
-        """Torch models follow the cores' share among the models computing now (lib/threads.py)."""
-        return self.model_threads == 0
 
     @property
     def state_path(self) -> Path:

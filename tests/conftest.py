@@ -80,3 +80,28 @@ def demo_channel(tmp_path, fixtures_dir):
 
     with served_demo_channel(tmp_path / "channel", fixtures_dir) as channel:
         yield channel
+
+
+@pytest.fixture(scope="session")
+def model_service(tmp_path_factory, model_cache):
+    """One real model service for the session: a Ray head on 127.0.0.1 and the Serve application
+    with the packaged models on the CPU, warm (what `chaffee up` starts). Yields its address; the
+    tests' settings reach it as RAY_ADDRESS."""
+    from chaffee_assets.instance import model_service as ms
+    from chaffee_assets.settings import Settings
+
+    state = tmp_path_factory.mktemp("service")
+    settings = Settings(state_dir=state, device="cpu", whisper_model="tiny.en", embedding_model="minilm",
+                        model_cache=model_cache, batch_size=16)
+    ms.start_head(settings)
+    try:
+        ms.deploy(settings)
+        yield ms.service_address(settings)
+    finally:
+        ms.stop_head(settings)
+
+
+@pytest.fixture
+def service_settings(settings, model_service):
+    """`settings` with the session's model service."""
+    return settings.model_copy(update={"ray_address": model_service})

@@ -15,12 +15,15 @@ from chaffee_assets.settings import Settings, get_settings
 
 
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    from chaffee_assets.archive.db import redacted
     from chaffee_assets.instance.setup import up
 
     r = up(settings)
     where = f"embedded Postgres in {settings.pg_data_dir}" if r.embedded else "DATABASE_URL"
     print(f"database   {where} (ready in {r.started_seconds:.2f} s)")
-    print(f"archive    {r.archive_url}")
+    print(f"archive    {redacted(r.archive_url)}")
+    print(f"models     model service on Ray {r.service_address} ({'RAY_ADDRESS' if settings.ray_address else 'local head'}), "
+          f"models warm in {r.service_seconds:.1f} s")
     print(f"dagster    DAGSTER_HOME={r.dagster_home} (runs, events, schedules in Postgres)")
     print(f"pools      gpu={settings.asr_workers}  runs in flight={settings.download_workers}")
     if r.migrations_applied:
@@ -31,7 +34,8 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
     from chaffee_assets.instance.setup import down
 
-    print("embedded Postgres stopped" if down(settings) else "nothing to stop")
+    stopped = [what for what, done in down(settings).items() if done]
+    print(f"stopped: {', '.join(stopped)}" if stopped else "nothing to stop")
     return 0
 
 
@@ -54,6 +58,7 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     print(f"pools      gpu={limit}  runs in flight={settings.download_workers}")
     print(f"models     whisper={settings.whisper_model} embedding={settings.embedding_model} "
           f"diarization={settings.diarization_method} device={settings.device}")
+    _print_service(settings)
     print(f"artifacts  {settings.artifact_url}")
     with db.connect(archive_url(settings)) as conn:
         c = writer.counts(conn)
@@ -63,12 +68,30 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _listed(settings: Settings, args: argparse.Namespace) -> list:
-    """The database up, then the videos `args.sources` name (feeds and channels listed), at most `--limit`."""
+def _print_service(settings: Settings) -> None:
+    from chaffee_assets.instance import model_service
+
+    try:
+        st = model_service.status(settings)
+    except ChaffeeError as e:
+        print(f"service    not running: {e}")
+        return
+    print(f"service    {st.app_status.split('.')[-1]} on Ray {st.address}" + (f": {st.message}" if st.message else ""))
+    for name, state in st.deployments.items():
+        print(f"deployment {name}: {state.replace('DeploymentStatus.', '').replace('ReplicaState.', '')}")
+    for r in st.replicas:
+        gpu = f", GPU memory {r.gpu_memory_bytes / 2**20:.0f} MiB" if r.gpu_memory_bytes else ""
+        print(f"replica    {r.replica} on {r.device}: {r.requests_served} requests served, {r.in_flight} in flight, "
+              f"memory {r.rss_bytes / 2**20:.0f} MiB{gpu}; models {', '.join(r.models_loaded)}")
+
+
+def _listed(settings: Settings, args: argparse.Namespace, service: bool) -> list:
+    """The instance up (the model service too, if `service`), then the videos `args.sources` name
+    (feeds and channels listed), at most `--limit`."""
     from chaffee_assets.app.ingest import expand
     from chaffee_assets.instance.setup import up
 
-    up(settings)
+    up(settings, service=service)
     items = expand(args.sources)
     return items[: args.limit] if args.limit else items
 
@@ -76,7 +99,7 @@ def _listed(settings: Settings, args: argparse.Namespace) -> list:
 def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     from chaffee_assets.app.ingest import register, run_videos
 
-    items = _listed(settings, args)
+    items = _listed(settings, args, service=True)
     print(f"{len(items)} videos: {', '.join(s.video_id for s in items)}")
     with dagster_instance(settings) as instance:
         register(settings, instance, items)
@@ -91,7 +114,7 @@ def cmd_add(settings: Settings, args: argparse.Namespace) -> int:
     backfill of a channel's history from the UI starts from."""
     from chaffee_assets.app.ingest import register
 
-    items = _listed(settings, args)
+    items = _listed(settings, args, service=False)
     with dagster_instance(settings) as instance:
         new = register(settings, instance, items)
     print(f"{len(items)} videos listed, {len(new)} new partitions: {', '.join(new) or 'none'}")
@@ -125,12 +148,15 @@ def cmd_search(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_enroll(settings: Settings, args: argparse.Namespace) -> int:
-    from chaffee_assets.lib.models.ecapa import EcapaEmbedder
+    from chaffee_assets.instance import model_service
+    from chaffee_assets.lib.artifacts import ArtifactStore
+    from chaffee_assets.lib.models.client import ServiceClipEmbedder
     from chaffee_assets.lib.voices import enroll
 
-    embedder = EcapaEmbedder(settings.model_runtime())
     clips = [(Path(a), args.start, args.end) for a in args.audio]
-    profile = enroll(args.name, clips, settings.voices_dir, embedder)
+    with model_service.client(settings) as models:
+        embedder = ServiceClipEmbedder(models, ArtifactStore(settings.artifact_url))
+        profile = enroll(args.name, clips, settings.voices_dir, embedder)
     print(f"voice {profile.name!r}: {profile.n_clips} clips, model {profile.model_id}, in {settings.voices_dir / profile.name}")
     return 0
 

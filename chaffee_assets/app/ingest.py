@@ -18,6 +18,7 @@ from chaffee_assets.defs.assets import all_assets
 from chaffee_assets.defs.build import build_resources
 from chaffee_assets.defs.metadata import step_seconds
 from chaffee_assets.defs.partitions import videos
+from chaffee_assets.instance.model_service import head_file
 from chaffee_assets.instance.setup import archive_url
 from chaffee_assets.lib.ids import id_for_source, youtube_id
 from chaffee_assets.lib.types import Source
@@ -101,7 +102,7 @@ def run_videos(
 ) -> list[VideoOutcome]:
     """One run per video over the whole chain; a failed video does not stop the others."""
     assets = all_assets(settings.embedding_model)
-    resources = build_resources(settings, archive_url(settings))
+    resources = build_resources(settings, archive_url(settings), str(head_file(settings)))
     outcomes = []
     for n, video_id in enumerate(video_ids, 1):
         progress(f"[{n}/{len(video_ids)}] {video_id}: running")
@@ -142,7 +143,7 @@ def reembed(
             else:
                 ranges.append([k])
     assets = all_assets(settings.embedding_model)
-    resources = build_resources(settings, archive_url(settings))
+    resources = build_resources(settings, archive_url(settings), str(head_file(settings)))
     done: list[str] = []
     for r in ranges:
         progress(f"re-embedding {len(r)} videos ({r[0]} … {r[-1]}) with {settings.embedding_model}")

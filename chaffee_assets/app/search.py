@@ -1,4 +1,5 @@
-"""`search(...)`: the Python function behind `chaffee search`, on the configured settings.
+"""`search(...)`: the Python function behind `chaffee search`, on the configured settings. The
+query is embedded by the model service (the model that embedded the passages, resident there).
 
     from chaffee_assets.app.search import search
     for hit in search("ketones and the brain", k=5, speaker="Chaffee"):
@@ -7,20 +8,10 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 from chaffee_assets.archive import db
-from chaffee_assets.archive import search as lib_search
+from chaffee_assets.archive import search as archive_search
 from chaffee_assets.lib.types import SearchHit
 from chaffee_assets.settings import Settings, get_settings
-
-
-@lru_cache(maxsize=4)
-def _embedder(model: str, runtime):
-    """One model load per process, however many searches."""
-    from chaffee_assets.lib.models.text_embed import TextEmbedder
-
-    return TextEmbedder(model, runtime)
 
 
 def search(
@@ -31,9 +22,13 @@ def search(
     settings: Settings | None = None,
 ) -> list[SearchHit]:
     """Ranked passages for `query` with speaker, title, times and a link to the second."""
+    from chaffee_assets.instance import model_service
     from chaffee_assets.instance.setup import archive_url
+    from chaffee_assets.lib.models.client import ServiceQueryEmbedder
 
     settings = settings or get_settings()
-    embedder = _embedder(settings.embedding_model, settings.model_runtime())
-    with db.connect(archive_url(settings)) as conn:
-        return lib_search.search(conn, embedder, query, k=k, speaker=speaker, video=video)
+    archive_search.validate_query(query, k)  # before connecting to anything
+    with model_service.client(settings) as models, db.connect(archive_url(settings)) as conn:
+        embedder = ServiceQueryEmbedder(models, settings.embedding_model)
+        return archive_search.search(conn, embedder, query, k=k, speaker=speaker, video=video,
+                                     encoder_for=embedder.encoder_for)

@@ -20,12 +20,27 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 """
 
 
+def redacted(url: str) -> str:
+    """A database URL safe to print: its password (if any) replaced by `***`."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        host = parts.hostname or ""
+        netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    except ValueError:  # not parseable as a URL: print nothing of it
+        return "<database URL>"
+
+
 def connect(url: str, **kwargs) -> psycopg.Connection:
     """A psycopg 3 connection with pgvector's types registered (when the extension exists)."""
     try:
         conn = psycopg.connect(url, **kwargs)
     except psycopg.OperationalError as e:
-        raise DatabaseError(f"cannot connect to the archive database: {e}".strip()) from e
+        raise DatabaseError(f"cannot connect to the archive database {redacted(url)}: {_first_line(e)}") from e
     try:
         from pgvector.psycopg import register_vector
 
@@ -77,3 +92,8 @@ def ensure_database(server_url: str, name: str) -> bool:
             return False
         conn.execute(f'CREATE DATABASE "{name}"')
         return True
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

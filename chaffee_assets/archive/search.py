@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import textwrap
 from collections.abc import Callable, Sequence
-from functools import lru_cache
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 from urllib.parse import urlparse
@@ -24,7 +23,6 @@ from chaffee_assets.archive import writer
 from chaffee_assets.lib.errors import SearchError
 from chaffee_assets.lib.ids import validate_video_id, youtube_id, youtube_watch_url
 from chaffee_assets.lib.models.registry import EMBEDDING_ALIASES
-from chaffee_assets.lib.models.runtime import ModelRuntime
 from chaffee_assets.lib.types import SearchHit
 from chaffee_assets.lib.vectors import normalize
 
@@ -77,6 +75,13 @@ def choose_model(conn: psycopg.Connection, configured_model_id: str | None) -> s
 # -- searching ------------------------------------------------------------------------------------
 
 
+def validate_query(query: str, k: int) -> None:
+    if not isinstance(query, str) or not query.strip():
+        raise SearchError("empty query: give some words to search for")
+    if not 1 <= k <= MAX_K:
+        raise SearchError(f"k must be between 1 and {MAX_K}, got {k}")
+
+
 def search(
     conn: psycopg.Connection,
     embedder: QueryEmbedder | QueryVectorFn,
@@ -86,21 +91,18 @@ def search(
     video: str | None = None,
     model: str | None = None,
     ef_search: int = DEFAULT_EF_SEARCH,
-    fallback_runtime: ModelRuntime | None = None,
+    encoder_for: Callable[[str], QueryVectorFn] | None = None,
 ) -> list[SearchHit]:
     """The `k` passages nearest to `query`, best first.
 
-    While a re-embed is incomplete the previous (packaged) model answers; its query encoder loads on
-    the embedder's runtime, or `fallback_runtime` for an embedder that has none.
+    While a re-embed is incomplete the previous (packaged) model answers; `encoder_for(model)` gives
+    its query encoder (the model service's, in the app).
 
     `embedder` is a `QueryEmbedder` (its `model_id` is the configured model) or a plain function
     text → vector, taken to embed for `model` (or for the model `choose_model` picks). `speaker`
     matches case-insensitively; `video` is a video id.
     """
-    if not isinstance(query, str) or not query.strip():
-        raise SearchError("empty query: give some words to search for")
-    if not 1 <= k <= MAX_K:
-        raise SearchError(f"k must be between 1 and {MAX_K}, got {k}")
+    validate_query(query, k)
     if video is not None:
         validate_video_id(video)
     speaker = speaker.strip() if speaker and speaker.strip() else None
@@ -110,7 +112,7 @@ def search(
         dim = writer.model_dim(conn, model)
     if dim is None:
         raise SearchError(f"embedding model {model!r} has no vectors in the archive")
-    qvec = _query_vector(_query_fn(embedder, model, fallback_runtime), query, model, dim)
+    qvec = _query_vector(_query_fn(embedder, model, encoder_for), query, model, dim)
     ef = min(max(int(ef_search), k), 1000)
     with conn.transaction():
         conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(ef),))
@@ -132,31 +134,22 @@ def search(
     ]
 
 
-def _query_fn(embedder: QueryEmbedder | QueryVectorFn, model: str, fallback_runtime: ModelRuntime | None) -> QueryVectorFn:
+def _query_fn(
+    embedder: QueryEmbedder | QueryVectorFn, model: str, encoder_for: Callable[[str], QueryVectorFn] | None
+) -> QueryVectorFn:
     if not isinstance(embedder, QueryEmbedder):
         if not callable(embedder):
             raise SearchError(f"cannot embed the query with {embedder!r}: not an embedder nor a function")
         return embedder
     if embedder.model_id == model:
         return embedder.embed_query
-    if model not in EMBEDDING_ALIASES:
+    if model not in EMBEDDING_ALIASES or encoder_for is None:
         raise SearchError(
             f"the archive is answered from model {model!r} while {embedder.model_id!r} is not complete, and "
-            f"{model!r} is not a packaged model this process can load: finish the re-embed, or search with "
+            f"{model!r} is not a packaged model that can embed the query here: finish the re-embed, or search with "
             f"model={embedder.model_id!r}"
         )
-    runtime = getattr(embedder, "runtime", None) or fallback_runtime  # where the configured one runs
-    if not isinstance(runtime, ModelRuntime):
-        raise SearchError(f"the archive is answered from model {model!r}: search with an embedder of that model")
-    return _packaged_embedder(model, runtime).embed_query
-
-
-@lru_cache(maxsize=2)
-def _packaged_embedder(model: str, runtime: ModelRuntime):
-    """The previous model's query encoder, loaded once per process while a re-embed is incomplete."""
-    from chaffee_assets.lib.models.text_embed import TextEmbedder
-
-    return TextEmbedder(model, runtime)
+    return encoder_for(model)
 
 
 def _query_vector(fn: QueryVectorFn, query: str, model: str, dim: int) -> np.ndarray:

@@ -10,12 +10,10 @@ from chaffee_assets.defs.assets import all_assets
 from chaffee_assets.defs.io import ArtifactIOManager
 from chaffee_assets.defs.resources import (
     ArchiveResource,
-    ArtifactStoreResource,
-    AsrResource,
     DownloaderResource,
-    EmbedderResource,
+    ModelServiceResource,
     PassageResource,
-    SpeakerModelsResource,
+    SpeechOptionsResource,
 )
 from chaffee_assets.defs.sensors import ChannelResource, build_new_uploads_sensor
 from chaffee_assets.settings import Settings
@@ -29,56 +27,39 @@ def secret(name: str, value: str) -> dg.EnvVar:
     return dg.EnvVar(name)
 
 
-def build_resources(settings: Settings, archive_url: str) -> dict[str, object]:
-    """Every resource, configured from the settings; `archive_url` is where the archive database is
-    (`instance.setup.archive_url`): DATABASE_URL travels as an EnvVar."""
+def build_resources(settings: Settings, archive_url: str, service_address_file: str = "") -> dict[str, object]:
+    """Every resource, configured from the settings. `archive_url`: where the archive database is
+    (`instance.setup.archive_url`), DATABASE_URL travelling as an EnvVar; `service_address_file`:
+    where `chaffee up` recorded the local model service's head (unused with RAY_ADDRESS)."""
     archive = secret("DATABASE_URL", archive_url) if settings.database_url else archive_url
-    cache = str(settings.model_cache_dir)
-    threads = settings.threads_per_model
     return {
         "artifacts": ArtifactIOManager(root=settings.artifact_url),
-        "artifact_store": ArtifactStoreResource(root=settings.artifact_url),
         "archive": ArchiveResource(database_url=archive),
         "downloader": DownloaderResource(workdir=str(settings.state_path / "downloads")),
-        "asr": AsrResource(
-            model=settings.whisper_model,
-            device=settings.device,
-            batch_size=settings.whisper_batch_size,
-            language=settings.whisper_language,
-            model_cache_dir=cache,
-            cpu_threads=threads,
-            share_cores=settings.share_cores,
-        ),
-        "speakers": SpeakerModelsResource(
-            device=settings.device,
+        "models": ModelServiceResource(address=settings.ray_address or "", address_file="" if settings.ray_address else service_address_file),
+        "speech_options": SpeechOptionsResource(
+            whisper_model=settings.whisper_model,
+            whisper_batch_size=settings.whisper_batch_size,
+            whisper_language=settings.whisper_language,
             diarization=settings.diarization_method,
-            pyannote_model=settings.pyannote_model,
             voices_dir=str(settings.voices_dir),
             voice_threshold=settings.voice_threshold,
             host_speaker=settings.host_speaker,
-            model_cache_dir=cache,
-            cpu_threads=threads,
-            share_cores=settings.share_cores,
         ),
         "passages": PassageResource(
             max_seconds=settings.passage_max_seconds,
             max_tokens=settings.passage_max_tokens,
             embedding_model=settings.embedding_model,
-            model_cache_dir=cache,
-        ),
-        "embedder": EmbedderResource(
-            model=settings.embedding_model, device=settings.device, batch_size=settings.batch_size, model_cache_dir=cache,
-            cpu_threads=threads,
-            share_cores=settings.share_cores,
+            batch_size=settings.batch_size,
         ),
         "channel": ChannelResource(url=settings.channel_url, max_per_tick=settings.sensor_max_per_tick),
     }
 
 
-def build_definitions(settings: Settings, archive_url: str) -> dg.Definitions:
+def build_definitions(settings: Settings, archive_url: str, service_address_file: str = "") -> dg.Definitions:
     return dg.Definitions(
         assets=all_assets(settings.embedding_model),
         sensors=[build_new_uploads_sensor(settings.sensor_interval_seconds)],
-        resources=build_resources(settings, archive_url),
+        resources=build_resources(settings, archive_url, service_address_file),
         executor=dg.in_process_executor,
     )

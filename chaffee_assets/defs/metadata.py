@@ -1,71 +1,69 @@
-"""A step's `lib.clock.StepClock` as asset metadata: what an operator reads to find the bottleneck
-(seconds per model, load seconds, real-time factor) and the raw timeline benchmarks read."""
+"""Numbers for the operator, as flat asset metadata that Dagster plots across partitions: seconds and
+real-time factor per model (measured inside the model service, returned with each answer), and
+where a run's time went."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 
 import dagster as dg
 
-from chaffee_assets.lib.clock import StepClock, process_started_at
 from chaffee_assets.lib.stages import stage_pieces
+from chaffee_assets.lib.types import Served, StepEvent
 
 
-def startup_seconds(clock: StepClock) -> float | None:
-    """Seconds from when this step could start loading to its models being ready: from the worker
-    process's start when they were built before the step (with the run's resources), else from the
-    step's start. None when the step loaded nothing (models already warm in the process)."""
-    ready = clock.model_ready_at()
-    if ready is None:
-        return None
-    first = min(a for _, a, _ in clock.loads)
-    origin = process_started_at() if first < clock.started_at else clock.started_at
-    return max(0.0, ready - origin)
-
-
-def timing_metadata(clock: StepClock, audio_seconds: float | None = None) -> dict[str, object]:
-    s = clock.summary()
-    out: dict[str, object] = {
-        "inference_seconds": s["inference_seconds"],
-        "model_load_seconds": s["model_load_seconds"],
-        "models_loaded": dg.MetadataValue.json(s["models_loaded"]),
-        "seconds_by_model": dg.MetadataValue.json({k: round(v, 3) for k, v in clock.seconds_by_model().items()}),
-        "timeline": dg.MetadataValue.json(s["timeline"]),
-    }
-    startup = startup_seconds(clock)
-    if startup is not None:
-        out["startup_seconds"] = round(startup, 3)
+def served_metadata(*answers: Served, audio_seconds: float | None = None) -> dict[str, object]:
+    """`seconds_<model>` (and `rtf_<model>` when the audio's length is known) summed over the model
+    service's answers, the total, and the replica that answered."""
+    seconds: dict[str, float] = {}
+    for a in answers:
+        for model, s in a.seconds_by_model.items():
+            seconds[model] = seconds.get(model, 0.0) + s
+    out: dict[str, object] = {f"seconds_{_key(m)}": round(s, 3) for m, s in sorted(seconds.items())}
+    out["inference_seconds"] = round(sum(seconds.values()), 3)
     if audio_seconds:
-        out["inference_rtf"] = round(s["inference_seconds"] / audio_seconds, 4)
+        out |= {f"rtf_{_key(m)}": round(s / audio_seconds, 4) for m, s in sorted(seconds.items())}
+        out["inference_rtf"] = round(sum(seconds.values()) / audio_seconds, 4)
+    replicas = sorted({a.replica for a in answers if a.replica})
+    if replicas:
+        out["service_replica"] = ", ".join(replicas)
+    return out
+
+
+def _key(model: str) -> str:
+    return model.replace("-", "_").replace(".", "_")
+
+
+def step_events(instance: dg.DagsterInstance, run_id: str) -> Iterable[StepEvent]:
+    for e in instance.all_logs(run_id):
+        ev = e.dagster_event
+        if ev is not None and ev.step_key is not None:
+            yield StepEvent(e.timestamp, ev.event_type_value, ev.step_key, ev.asset_key.path[-1] if ev.asset_key else None)
+
+
+def step_seconds(instance: dg.DagsterInstance, run_id: str) -> dict[str, float]:
+    """Seconds of each stage of the run, from its event log (`lib.stages.stage_pieces`: the
+    `speech` step counts as transcript, diarization and speaker_labels)."""
+    out: dict[str, float] = {}
+    for stage, start, end in stage_pieces(step_events(instance, run_id)):
+        out[stage] = out.get(stage, 0.0) + end - start
     return out
 
 
 def run_stage_metadata(context: dg.AssetExecutionContext) -> dict[str, object]:
-    """Where this run's time went, in one place (the last step's metadata): seconds of each step so
-    far (start to success, from the run's event log), the slowest, and the rest of the run's time
-    (starting its process, waiting for a `gpu` slot)."""
+    """Where this video's run spent its time, on its last step (`db_rows`): seconds of each stage so
+    far (flat, `run_seconds_<stage>`), and the rest of the run's time (starting its process,
+    waiting for a `gpu` slot). Only for a run of one video: a batched step's run is no video's."""
+    if len(context.partition_keys) != 1:
+        return {}
     steps = step_seconds(context.instance, context.run_id)
     run = context.instance.get_run_record_by_id(context.run_id)
     if not steps or run is None or run.start_time is None:
         return {}
     elapsed = time.time() - run.start_time
     return {
-        "run_stage_seconds": dg.MetadataValue.json({k: round(v, 2) for k, v in steps.items()}),
-        "run_slowest_stage": max(steps, key=steps.__getitem__),
+        **{f"run_seconds_{stage}": round(s, 2) for stage, s in steps.items()},
         "run_seconds": round(elapsed, 2),
         "run_waiting_seconds": round(max(0.0, elapsed - sum(steps.values())), 2),
     }
-
-
-def step_seconds(instance: dg.DagsterInstance, run_id: str) -> dict[str, float]:
-    """Seconds of each stage of the run, from its event log (`lib.stages.stage_pieces`: the
-    `speech` step counts as transcript, diarization and speaker_labels)."""
-    events = [
-        (e.timestamp, e.dagster_event.event_type_value, e.dagster_event.step_key,
-         e.dagster_event.asset_key.path[-1] if e.dagster_event.asset_key else None)
-        for e in instance.all_logs(run_id) if e.dagster_event is not None and e.dagster_event.step_key is not None
-    ]
-    out: dict[str, float] = {}
-    for stage, start, end in stage_pieces(events):
-        out[stage] = out.get(stage, 0.0) + end - start
-    return out

@@ -19,7 +19,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from chaffee_assets.archive import db
-from chaffee_assets.instance import embedded_pg
+from chaffee_assets.instance import embedded_pg, model_service
 from chaffee_assets.instance.dagster_yaml import merge_dagster_yaml
 from chaffee_assets.settings import Settings
 
@@ -44,6 +44,8 @@ class Up:
     embedded: bool
     started_seconds: float
     migrations_applied: list[str]
+    service_address: str | None = None  # the model service's Ray cluster (None: not asked for)
+    service_seconds: float = 0.0
 
 
 def _with_database(url: str, name: str) -> str:
@@ -120,8 +122,8 @@ def set_pool_limits(settings: Settings) -> dict[str, int]:
     return {"gpu": settings.asr_workers}
 
 
-def up(settings: Settings) -> Up:
-    """Start or reuse everything; idempotent."""
+def up(settings: Settings, service: bool = True) -> Up:
+    """Start or reuse everything (the model service too, unless `service` is False); idempotent."""
     t0 = time.perf_counter()
     private_folder(settings.state_path)
     if settings.database_url:
@@ -140,10 +142,13 @@ def up(settings: Settings) -> Up:
     write_dagster_yaml(settings, dagster_url)
     write_workspace(settings)
     set_pool_limits(settings)
-    return Up(archive, dagster_url, settings.dagster_home, embedded, started, applied)
+    address, service_seconds = model_service.up(settings) if service else (None, 0.0)
+    return Up(archive, dagster_url, settings.dagster_home, embedded, started, applied, address, service_seconds)
 
 
-def down(settings: Settings) -> bool:
-    if settings.database_url:
-        return False
-    return embedded_pg.stop(settings.pg_data_dir)
+def down(settings: Settings) -> dict[str, bool]:
+    """Stop what `up` started here: {"model service": stopped, "database": stopped}."""
+    return {
+        "model service": model_service.down(settings),
+        "database": False if settings.database_url else embedded_pg.stop(settings.pg_data_dir),
+    }

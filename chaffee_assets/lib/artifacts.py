@@ -2,7 +2,10 @@
 
 A local folder by default, any fsspec URL (s3://, gs://, memory://) when steps run on several
 machines. Writes are atomic (a reader sees the old artifact or the new one, never half of one).
-Audio is stored as 16-bit PCM WAV (16 kHz mono), vectors as .npy, everything else as JSON.
+Audio is stored as 16-bit PCM WAV (16 kHz mono), vectors as .npy, everything else as JSON. The
+`audio` asset keeps its waveform as a 16-bit FLAC (lossless for the models, about half a WAV's size)
+written with `save_waveform`, read back by URL with `read_waveform` (the model service does, on
+whatever machine it runs), and its `AudioRef` beside it as JSON.
 """
 
 from __future__ import annotations
@@ -50,13 +53,13 @@ class ArtifactStore:
 
     def url(self, asset: str, video_id: str, tp: type) -> str:
         p = self.path(asset, video_id, _suffix(tp))
-        return p if self.is_local else f"{self.fs.protocol[0] if isinstance(self.fs.protocol, tuple) else self.fs.protocol}://{p}"
+        return p if self.is_local else self._full_url(p)
 
     def exists(self, asset: str, video_id: str, tp: type) -> bool:
         return self.fs.exists(self.path(asset, video_id, _suffix(tp)))
 
     def delete(self, asset: str, video_id: str) -> None:
-        for suffix in (".wav", ".npy", ".json", ".meta.json"):
+        for suffix in (".wav", ".flac", ".npy", ".json", ".meta.json"):
             p = self.path(asset, video_id, suffix)
             if self.fs.exists(p):
                 self.fs.rm(p)
@@ -74,6 +77,21 @@ class ArtifactStore:
     def _read_bytes(self, path: str) -> bytes:
         with self.fs.open(path, "rb") as f:
             return f.read()
+
+    # -- waveforms ----------------------------------------------------------------------------
+    def save_waveform(self, asset: str, video_id: str, waveform: np.ndarray) -> str:
+        """Store a 16 kHz mono waveform as 16-bit FLAC; returns its URL (for `read_waveform`)."""
+        import soundfile as sf
+
+        buf = io.BytesIO()
+        sf.write(buf, np.clip(waveform, -1.0, 1.0), SAMPLE_RATE, subtype="PCM_16", format="FLAC")
+        path = self.path(asset, video_id, ".flac")
+        self._write_bytes(path, buf.getvalue())
+        return path if self.is_local else self._full_url(path)
+
+    def _full_url(self, path: str) -> str:
+        protocol = self.fs.protocol[0] if isinstance(self.fs.protocol, tuple) else self.fs.protocol
+        return f"{protocol}://{path}"
 
     # -- typed save/load ----------------------------------------------------------------------
     def save(self, asset: str, video_id: str, obj: Any) -> str:
@@ -118,3 +136,14 @@ class ArtifactStore:
             meta = json.loads(self._read_bytes(self.path(asset, video_id, ".meta.json")))
             return PassageVectors(video_id=meta["video_id"], model=meta["model"], vectors=vectors)  # type: ignore[return-value]
         return TypeAdapter(tp).validate_json(self._read_bytes(path))
+
+
+def read_waveform(url: str) -> np.ndarray:
+    """A waveform stored by `ArtifactStore.save_waveform` (or any 16 kHz mono WAV/FLAC), by URL."""
+    import soundfile as sf
+
+    with fsspec.open(url, "rb") as f:
+        wav, sr = sf.read(io.BytesIO(f.read()), dtype="float32", always_2d=False)
+    if sr != SAMPLE_RATE or wav.ndim != 1:
+        raise ValueError(f"{url}: expected {SAMPLE_RATE} Hz mono, found {sr} Hz with shape {wav.shape}")
+    return wav

@@ -11,17 +11,15 @@ overlap and their union is the time some model was computing.
             transcriber.transcribe(audio)
     clock.summary()  # {"inference_seconds": …, "model_load_seconds": …, "timeline": {…}}
 
-Loads that happen outside any clock (models built with a Dagster run's resources, before its first
-step) are kept until a clock that `uses` that kind of model takes them.
+A load outside any clock (a model service warming up) is nobody's step: it is not recorded.
 """
 
 from __future__ import annotations
 
 import contextvars
 import os
-import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -124,8 +122,6 @@ def _merge(intervals: list[Interval], gap: float = 0.001) -> list[Interval]:
 
 
 _CURRENT: contextvars.ContextVar[StepClock | None] = contextvars.ContextVar("chaffee_step_clock", default=None)
-_PENDING_LOADS: list[Interval] = []
-_LOCK = threading.Lock()
 
 
 def current() -> StepClock | None:
@@ -133,13 +129,9 @@ def current() -> StepClock | None:
 
 
 @contextmanager
-def step_clock(uses: Iterable[str] = ()) -> Iterator[StepClock]:
-    """A clock for one step; it takes the loads of the model kinds it `uses` done outside any clock."""
+def step_clock() -> Iterator[StepClock]:
+    """A clock for one step (or one model service request)."""
     clock = StepClock()
-    kinds = set(uses)
-    with _LOCK:
-        clock.loads.extend(x for x in _PENDING_LOADS if x[0] in kinds)
-        _PENDING_LOADS[:] = [x for x in _PENDING_LOADS if x[0] not in kinds]
     token = _CURRENT.set(clock)
     try:
         yield clock
@@ -168,6 +160,3 @@ def record_load(kind: str, start: float, end: float) -> None:
     clock = _CURRENT.get()
     if clock is not None:
         clock.add_load(kind, start, end)
-    else:
-        with _LOCK:
-            _PENDING_LOADS.append((kind, start, end))

@@ -54,3 +54,7 @@ class DatabaseError(ChaffeeError):
 
 class DeviceUnavailable(ChaffeeError, ValueError):
     """An unknown `DEVICE` setting, or `cuda` asked for where torch sees no GPU."""
+
+
+class ServiceUnavailable(ChaffeeError):
+    """The model service did not answer (not started, restarting, its head gone) within the grace time."""

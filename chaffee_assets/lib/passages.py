@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 from chaffee_assets.lib.ids import validate_video_id
-from chaffee_assets.lib.types import Passage, Passages, Word
+from chaffee_assets.lib.types import Passage, PassageOptions, Passages, Word
 
 UNKNOWN_SPEAKER = "Unknown"
 
@@ -22,16 +21,6 @@ _SENTENCE_END = re.compile(r"[.?!…][\"'”’)\]»]*$")
 _APPROX_TOKEN = re.compile(r"\w+|[^\w\s]")
 
 
-@dataclass(frozen=True)
-class PassageOptions:
-    max_seconds: float = 45.0
-    max_tokens: int = 200
-
-    def __post_init__(self) -> None:
-        if not self.max_seconds > 0:
-            raise ValueError(f"max_seconds must be > 0, got {self.max_seconds!r}")
-        if self.max_tokens < 1:
-            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens!r}")
 
 
 def approx_token_count(text: str) -> int:

@@ -7,7 +7,7 @@ model); `SpeakerNamer` adds the one model step, embedding a few turns per cluste
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -150,41 +150,76 @@ class SpeakerNamer:
         self.min_seconds = min_turn_seconds
 
     def label(self, audio: Audio, transcript: Transcript, diarization: Diarization) -> SpeakerLabels:
-        turns = diarization.turns
-        order = first_appearance(turns)
-        monologue = diarization.fast_path or diarization.method == "off" or len(order) == 1
-        if not self.profiles and monologue and len(order) == 1:
-            names, sims = {order[0]: self.host}, {}
-        elif not order:
-            names, sims = {}, {}
-        else:
-            embeddings = self.cluster_embeddings(audio, turns, order)
-            names = name_speakers(embeddings, self.profiles, self.threshold, self.host, monologue=monologue, order=order)
-            sims = {c: s for c, (_, s) in best_matches(embeddings, self.profiles).items()}
-        named = tuple(Turn(t.start, t.end, names[t.speaker]) for t in turns)
-        words = assign_words(transcript.words, named)
-        log.info(
-            "video %s: speakers %s",
-            audio.meta.video_id,
-            ", ".join(f"{c}={n}" + (f" ({sims[c]:.2f})" if c in sims else "") for c, n in names.items()) or "none",
+        order = first_appearance(diarization.turns)
+        embeddings = {} if not needs_embeddings(self.profiles, diarization) else cluster_embeddings(
+            audio.waveform, diarization.turns, self.embedder.embed, self.max_turns, self.max_seconds, self.min_seconds
         )
-        return SpeakerLabels(audio.meta.video_id, named, words, names, sims)
+        return label_speakers(transcript, diarization, embeddings, self.profiles, self.threshold, self.host, order)
 
-    def cluster_embeddings(self, audio: Audio, turns: Sequence[Turn], order: Sequence[str]) -> dict[str, np.ndarray]:
-        """cluster -> (k, dim) embeddings of up to `max_turns_per_cluster` of its longest turns (one batch)."""
-        wav = audio.waveform
-        chunks, owners = [], []
-        for cluster in order:
-            mine = [t for t in turns if t.speaker == cluster]
-            for t in turns_for_embedding(mine, self.max_turns, self.max_seconds, self.min_seconds):
-                chunk = wav[max(0, int(t.start * SAMPLE_RATE)) : int(t.end * SAMPLE_RATE)]
-                if chunk.size:
-                    chunks.append(chunk)
-                    owners.append(cluster)
-        emb = self.embedder.embed(chunks)
-        out = {}
-        for cluster in order:
-            rows = [i for i, o in enumerate(owners) if o == cluster]
-            if rows:
-                out[cluster] = emb[rows]
-        return out
+
+def needs_embeddings(profiles: Sequence[Profile], diarization: Diarization) -> bool:
+    """Whether naming needs the clusters' voices: not for a monologue with no voice enrolled (the
+    host), nor for a diarization without turns."""
+    order = first_appearance(diarization.turns)
+    return bool(order) and not (not profiles and _is_monologue(diarization, order))
+
+
+def _is_monologue(diarization: Diarization, order: Sequence[str]) -> bool:
+    return diarization.fast_path or diarization.method == "off" or len(order) == 1
+
+
+def label_speakers(
+    transcript: Transcript,
+    diarization: Diarization,
+    embeddings: Mapping[str, np.ndarray],
+    profiles: Sequence[Profile],
+    threshold: float,
+    host: str,
+    order: Sequence[str] | None = None,
+) -> SpeakerLabels:
+    """The naming itself, a pure function: clusters named from their embeddings (`name_speakers`),
+    the transcript's words tagged with the speaker of their turn (`assign_words`)."""
+    turns = diarization.turns
+    order = list(order) if order is not None else first_appearance(turns)
+    monologue = _is_monologue(diarization, order) if order else False
+    if not order:
+        names, sims = {}, {}
+    elif not profiles and monologue and len(order) == 1:
+        names, sims = {order[0]: host}, {}
+    else:
+        names = name_speakers(embeddings, profiles, threshold, host, monologue=monologue, order=order)
+        sims = {c: s for c, (_, s) in best_matches(embeddings, profiles).items()}
+    named = tuple(Turn(t.start, t.end, names[t.speaker]) for t in turns)
+    words = assign_words(transcript.words, named)
+    log.debug(
+        "video %s: speakers %s", transcript.video_id,
+        ", ".join(f"{c}={n}" + (f" ({sims[c]:.2f})" if c in sims else "") for c, n in names.items()) or "none",
+    )
+    return SpeakerLabels(transcript.video_id, named, words, names, sims)
+
+
+def cluster_embeddings(
+    wav: np.ndarray,
+    turns: Sequence[Turn],
+    embed: Callable[[list[np.ndarray]], np.ndarray],
+    max_turns: int = 5,
+    max_seconds: float = 10.0,
+    min_seconds: float = 1.0,
+) -> dict[str, np.ndarray]:
+    """cluster -> (k, dim) embeddings of up to `max_turns` of its longest turns (one `embed` call)."""
+    order = first_appearance(turns)
+    chunks, owners = [], []
+    for cluster in order:
+        mine = [t for t in turns if t.speaker == cluster]
+        for t in turns_for_embedding(mine, max_turns, max_seconds, min_seconds):
+            chunk = wav[max(0, int(t.start * SAMPLE_RATE)) : int(t.end * SAMPLE_RATE)]
+            if chunk.size:
+                chunks.append(chunk)
+                owners.append(cluster)
+    emb = embed(chunks) if chunks else np.zeros((0, 0), dtype=np.float32)
+    out = {}
+    for cluster in order:
+        rows = [i for i, o in enumerate(owners) if o == cluster]
+        if rows:
+            out[cluster] = emb[rows]
+    return out

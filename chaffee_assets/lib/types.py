@@ -23,6 +23,61 @@ T = TypeVar("T")
 Region = tuple[float, float]  # (start, end) seconds of speech
 
 
+# -- options (built once from the settings, passed down; the model service receives them) ----------
+
+
+@dataclass(frozen=True)
+class AsrOptions:
+    model: str = "tiny.en"  # packaged alias (tiny.en, base) or a CTranslate2 folder
+    batch_size: int = 8
+    language: str | None = None  # None: detected (always en for .en models)
+    beam_size: int = 5
+    vad: bool = True
+
+
+METHODS = ("auto", "pyannote", "simple", "off")
+
+
+@dataclass(frozen=True)
+class DiarizationOptions:
+    method: str = "auto"  # auto | pyannote | simple | off
+    pyannote_model: str | None = None  # a local pyannote pipeline folder; None: packaged models
+    # monologue check: `monologue_windows` windows of `monologue_window_s` spread evenly over the
+    # speech (overlapping by up to half on short audio); one voice when the `monologue_percentile`-th
+    # percentile of their pairwise cosine similarities is at least `monologue_threshold`. Chosen by
+    # measurement (bench/quality.py): short windows rarely straddle a change of speaker.
+    monologue_windows: int = 24
+    monologue_window_s: float = 2.0
+    monologue_percentile: float = 10.0
+    monologue_threshold: float = 0.27
+    pyannote_step: float = 0.1  # segmentation window step, as a fraction of its 10 s window
+    # simple: windows of `simple_window_s` every `simple_step_s`, clusters cut at cosine distance
+    simple_window_s: float = 1.5
+    simple_step_s: float = 0.75
+    simple_threshold: float = 0.7
+    simple_min_cluster_s: float = 3.0  # a cluster of less speech joins its nearest larger cluster
+    simple_max_windows: int = 4000  # the step grows on long audio (clustering is quadratic in windows)
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown diarization method {self.method!r}: expected one of {', '.join(METHODS)}")
+
+
+@dataclass(frozen=True)
+class PassageOptions:
+    max_seconds: float = 45.0
+    max_tokens: int = 200
+
+    def __post_init__(self) -> None:
+        if not self.max_seconds > 0:
+            raise ValueError(f"max_seconds must be > 0, got {self.max_seconds!r}")
+        if self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens!r}")
+
+
+# -- the pipeline's data ----------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class VideoMeta:
     video_id: str

@@ -92,7 +92,8 @@ def read_profile(path: Path) -> Profile:
 def enroll(name: str, sources: list[Clip], voices_dir: str | Path, embedder: Embedder) -> Profile:
     """Create `voices_dir/<name>/profile.json`, or extend it with more clips (running mean).
 
-    Each source is (audio file, start seconds or None, end seconds or None).
+    Each source is (audio file, start seconds or None, end seconds or None). `embedder` embeds
+    waveform chunks (`embed`), or whole clips (`clip_vector`: the model service's client does).
     """
     path = _profile_path(Path(voices_dir), name)
     if not sources:
@@ -105,7 +106,8 @@ def enroll(name: str, sources: list[Clip], voices_dir: str | Path, embedder: Emb
         )
     embeddings, records = [], []
     for src, start, end in sources:
-        emb = clip_embedding(read_audio(src, start, end), embedder)
+        wav = read_audio(src, start, end)
+        emb = embedder.clip_vector(wav) if hasattr(embedder, "clip_vector") else clip_embedding(wav, embedder)
         if emb is None:
             raise VoiceProfileError(f"enroll {name!r}: no speech (at least 1 s) in {src} [{start}, {end}]")
         embeddings.append(emb)

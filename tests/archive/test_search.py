@@ -177,7 +177,7 @@ def test_search_answers_from_the_complete_model_until_the_new_one_covers_all(con
     new = BagOfWords("new-model")
     write(conn, new, ["yt_video_01"])
     with caplog.at_level(logging.INFO, logger="chaffee_assets.archive.search"):
-        hits = search.search(conn, new, "plants defence chemicals", k=1, fallback_runtime=minilm.runtime)
+        hits = search.search(conn, new, "plants defence chemicals", k=1, encoder_for={MINILM: minilm.embed_query}.__getitem__)
     assert f"with {MINILM}" in caplog.text  # the configured model is incomplete: MiniLM answers
     assert hits[0].text.startswith("Plants produce")
     write(conn, new, ["media_02"])

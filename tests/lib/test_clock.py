@@ -21,25 +21,39 @@ def test_nested_model_calls_never_overlap_and_cover_the_outer_call():
     assert timeline["process_started_at"] <= timeline["body"][0] <= timeline["body"][1]
 
 
-def test_loads_outside_a_clock_go_to_the_step_that_uses_them():
+def test_a_load_inside_a_clock_is_that_steps_and_outside_one_is_nobodys():
     now = time.time()
-    clock.record_load("whisper", now - 2, now - 1)
-    clock.record_load("ecapa", now - 1, now - 0.5)
-    with clock.step_clock(uses=["ecapa"]) as first:
+    clock.record_load("whisper", now - 2, now - 1)  # a service warming up: no step's
+    with clock.step_clock() as c:
+        clock.record_load("pyannote", now, now + 1)
+    assert [k for k, _, _ in c.loads] == ["pyannote"]
+    assert c.model_ready_at() == now + 1 and abs(c.load_seconds - 1.0) < 1e-6
+    with clock.step_clock() as other:
         pass
-    with clock.step_clock(uses=["whisper"]) as second:
-        clock.record_load("pyannote", now, now + 1)  # inside a clock: its own
-    assert [k for k, _, _ in first.loads] == ["ecapa"]
-    assert [k for k, _, _ in second.loads] == ["whisper", "pyannote"]
-    assert second.model_ready_at() == now + 1
-    assert abs(second.load_seconds - 2.0) < 1e-6
+    assert other.loads == [] and other.model_ready_at() is None
 
 
-def test_outside_a_clock_model_calls_are_free_and_process_start_is_in_the_past():
+def test_outside_a_clock_model_calls_record_nothing():
     with clock.model_call("whisper"):
+        assert clock.current() is None
+    with clock.step_clock() as c:
         pass
-    assert clock.current() is None
-    assert 0 <= time.time() - clock.process_started_at() < 24 * 3600
+    assert c.intervals == [] and c.inference_seconds == 0.0
+
+
+def test_process_started_at_is_when_the_process_began():
+    """A process that waits 1.5 s before asking still answers its own start, to ~10 ms."""
+    import subprocess
+    import sys
+
+    code = ("import time, sys; t0 = time.time(); time.sleep(1.5)\n"
+            "from chaffee_assets.lib import clock\n"
+            "print(t0 - clock.process_started_at())")
+    before = time.time()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    lag = float(out.split()[-1])  # from the process's start to its first line of Python
+    assert 0.0 <= lag < 1.0, lag
+    assert before - 1.0 < time.time() - 1.5 - lag
 
 
 def test_ecapa_embedding_calls_are_recorded_as_ecapa_time(runtime):

@@ -3,8 +3,8 @@ import random
 import pytest
 
 from chaffee_assets.lib.errors import InvalidVideoId
-from chaffee_assets.lib.passages import PassageOptions, approx_token_count, build_passages
-from chaffee_assets.lib.types import Passages, Word
+from chaffee_assets.lib.passages import approx_token_count, build_passages
+from chaffee_assets.lib.types import PassageOptions, Passages, Word
 
 
 def words_of(text: str, speaker: str | None = "Chaffee", start: float = 0.0, step: float = 0.5) -> list[Word]:

@@ -1,5 +1,6 @@
-"""`audio`: the video's sound, downloaded with yt-dlp and decoded to 16 kHz mono."""
-
+"""`audio`: the video's sound, downloaded with yt-dlp and decoded to 16 kHz mono, stored in the
+artifact store, and its speech found once (silero VAD, in the model service): CPU work done here,
+outside the `gpu` pool, while other videos' models compute."""
 
 import tempfile
 import time
@@ -7,12 +8,14 @@ from pathlib import Path
 
 import dagster as dg
 
-from chaffee_assets.archive import sources, writer
+from chaffee_assets.archive import sources
+from chaffee_assets.defs.io import ArtifactIOManager
+from chaffee_assets.defs.metadata import served_metadata
 from chaffee_assets.defs.partitions import videos
-from chaffee_assets.defs.resources import ArchiveResource, DownloaderResource
+from chaffee_assets.defs.resources import ArchiveResource, DownloaderResource, ModelServiceResource
 from chaffee_assets.lib.errors import DownloadError
 from chaffee_assets.lib.ids import validate_video_id
-from chaffee_assets.lib.types import Audio
+from chaffee_assets.lib.types import AudioRef
 
 PER_VIDEO = dg.BackfillPolicy.multi_run(max_partitions_per_run=1)
 
@@ -23,10 +26,17 @@ PER_VIDEO = dg.BackfillPolicy.multi_run(max_partitions_per_run=1)
     backfill_policy=PER_VIDEO,
     kinds={"youtube", "python"},
     group_name="speech",
-    code_version="audio-v1",
-    description="yt-dlp download (YouTube, any URL or feed entry yt-dlp reads, or a local file) decoded to 16 kHz mono.",
+    code_version="audio-v2",
+    description="yt-dlp download (YouTube, any URL or feed entry yt-dlp reads, or a local file) decoded to "
+    "16 kHz mono FLAC in the artifact store, with its speech regions (silero VAD, once per video).",
 )
-def audio(context: dg.AssetExecutionContext, archive: ArchiveResource, downloader: DownloaderResource) -> Audio:
+def audio(
+    context: dg.AssetExecutionContext,
+    archive: ArchiveResource,
+    downloader: DownloaderResource,
+    artifacts: dg.ResourceParam[ArtifactIOManager],
+    models: ModelServiceResource,
+) -> AudioRef:
     from chaffee_assets.lib.media.download import fetch_audio
 
     video_id = validate_video_id(context.partition_key)
@@ -37,34 +47,32 @@ def audio(context: dg.AssetExecutionContext, archive: ArchiveResource, downloade
         raise DownloadError(video_id, "no source registered for this video (add it with `chaffee ingest URL` or the sensor)")
 
     Path(downloader.workdir).mkdir(parents=True, exist_ok=True)
-    started_at = time.time()
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=downloader.workdir, prefix=f"{video_id}-") as work:
-        result = fetch_audio(
-            url,
-            video_id,
-            Path(work),
-            retries=downloader.retries,
-            backoff_s=downloader.backoff_seconds,
-            title=src.title if src else None,
-            upload_date=src.upload_date if src else None,
+        fetched = fetch_audio(
+            url, video_id, Path(work), retries=downloader.retries, backoff_s=downloader.backoff_seconds,
+            title=src.title if src else None, upload_date=src.upload_date if src else None,
         )
-    seconds = time.perf_counter() - t0
-
-    with archive.connect() as conn:
-        writer.upsert_video_meta(conn, result.meta)
-    meta = result.meta
-    context.log.info("video %s: %r, %.0f s of audio, fetched and decoded in %.1f s", video_id, meta.title, result.seconds, seconds)
+    fetch_seconds = time.perf_counter() - t0
+    meta, seconds = fetched.meta, fetched.seconds
+    stored = artifacts.store.save_waveform("audio", video_id, fetched.waveform)
+    del fetched  # the waveform is not held after this step: the service reads it from the store
+    served = models.call("speech_regions", stored, video_id, about=f"video {video_id}")
+    ref = AudioRef(meta=meta, url=stored, seconds=seconds, speech=served.value)
+    context.log.info("video %s: %r, %.0f s of audio (%.0f s of speech), fetched and decoded in %.1f s",
+                     video_id, meta.title, seconds, ref.speech_seconds, fetch_seconds)
     context.add_output_metadata(
         {
             "title": meta.title,
             "source_url": dg.MetadataValue.url(meta.source_url) if meta.source_url.startswith("http") else meta.source_url,
             "upload_date": meta.upload_date or "",
-            "duration_s": round(result.seconds, 2),
+            "duration_s": round(seconds, 2),
+            "speech_s": round(ref.speech_seconds, 2),
+            "speech_fraction": round(ref.speech_seconds / seconds, 3) if seconds else 0.0,
             "size_bytes": meta.size_bytes,
-            "fetch_decode_seconds": round(seconds, 2),
-            "real_time_factor": round(seconds / result.seconds, 4) if result.seconds else 0.0,
-            "timeline": dg.MetadataValue.json({"fetch_decode": [round(started_at, 3), round(started_at + seconds, 3)]}),
+            "fetch_decode_seconds": round(fetch_seconds, 2),
+            "fetch_decode_rtf": round(fetch_seconds / seconds, 4) if seconds else 0.0,
+            **served_metadata(served, audio_seconds=seconds),
         }
     )
-    return result
+    return ref

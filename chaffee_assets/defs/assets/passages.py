@@ -1,31 +1,30 @@
-"""`segments`, `embeddings`, `db_rows`: passages, their vectors (batched across every video in
-the step) and the video's rows in the archive."""
+"""`segments`, `embeddings`, `db_rows`: passages, their vectors and the video's rows in the archive.
 
+The text embedder is the model service's: a video's passages are embedded in the service's batches
+together with those of the other videos in flight (server-side batching), and a step over many
+videos (a re-embed, a large backfill) sends them all without loading anything."""
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import dagster as dg
 
 from chaffee_assets.archive import writer
 from chaffee_assets.defs.assets.audio import PER_VIDEO
 from chaffee_assets.defs.assets.speech import gpu_priority
-from chaffee_assets.defs.metadata import run_stage_metadata, timing_metadata
+from chaffee_assets.defs.io import ArtifactIOManager
+from chaffee_assets.defs.metadata import run_stage_metadata, served_metadata
 from chaffee_assets.defs.partitions import videos
-from chaffee_assets.defs.resources import (
-    ArchiveResource,
-    ArtifactStoreResource,
-    EmbedderResource,
-    PassageResource,
-)
-from chaffee_assets.lib.clock import model_call, step_clock
+from chaffee_assets.defs.resources import ArchiveResource, ModelServiceResource, PassageResource
 from chaffee_assets.lib.errors import ModelNotFound
 from chaffee_assets.lib.models.registry import embedding_model_id
-from chaffee_assets.lib.passages import PassageOptions, build_passages
-from chaffee_assets.lib.types import Passages, PassageVectors, SpeakerLabels
+from chaffee_assets.lib.passages import build_passages
+from chaffee_assets.lib.types import AudioRef, PassageOptions, Passages, PassageVectors, SpeakerLabels
 
-# A backfill or a re-embed over many videos runs these as one step: one model load, batches of
-# BATCH_SIZE across videos. A single new video runs them in its own run.
+# A backfill or a re-embed over many videos runs these as one step: batches of BATCH_SIZE across
+# videos. A single new video runs them in its own run.
 BATCHED = dg.BackfillPolicy.single_run()
+CALLS_IN_FLIGHT = 4  # a many-video step's embedding requests at once (the service batches them together)
 
 
 def embedding_code_version(model: str) -> str:
@@ -44,22 +43,28 @@ def embedding_code_version(model: str) -> str:
     kinds={"python"},
     code_version="segments-v1",
 )
-def segments(context: dg.AssetExecutionContext, passages: PassageResource, speaker_labels: SpeakerLabels) -> Passages:
-    """Words and labels become retrieval passages: one speaker each, cut at sentence ends, bounded."""
+def segments(
+    context: dg.AssetExecutionContext, passages: PassageResource, models: ModelServiceResource, speaker_labels: SpeakerLabels
+) -> Passages:
+    """Words and labels become retrieval passages: one speaker each, cut at sentence ends, bounded
+    by PASSAGE_MAX_SECONDS and by the embedding model's input (its tokenizer counts, in the service)."""
     t0 = time.perf_counter()
-    with step_clock(uses=["tokenizer"]) as clock:
-        counter = passages.token_counter()
-        options = PassageOptions(max_seconds=passages.max_seconds, max_tokens=min(passages.max_tokens, counter.max_tokens))
-        result = build_passages(speaker_labels.video_id, speaker_labels.words, options, counter.count_tokens)
+    video_id, model = speaker_labels.video_id, passages.embedding_model
+    about = f"video {video_id}"
+    text_model = models.call("text_model", model, about=about)
+    unique = sorted({w.text for w in speaker_labels.words})
+    tokens = dict(zip(unique, models.call("count_tokens", unique, model, about=about) if unique else [], strict=True))
+    options = PassageOptions(max_seconds=passages.max_seconds, max_tokens=min(passages.max_tokens, text_model.max_tokens))
+    result = build_passages(video_id, speaker_labels.words, options, tokens.__getitem__)
     lengths = [p.end - p.start for p in result.passages]
     context.add_output_metadata(
         {
             "passages": len(result.passages),
-            "speakers": dg.MetadataValue.json(sorted({p.speaker for p in result.passages})),
+            "speakers": ", ".join(sorted({p.speaker for p in result.passages})),
             "mean_passage_seconds": round(sum(lengths) / len(lengths), 2) if lengths else 0.0,
             "max_passage_seconds": round(max(lengths), 2) if lengths else 0.0,
+            "max_tokens": options.max_tokens,
             "seconds": round(time.perf_counter() - t0, 2),
-            **timing_metadata(clock),
         }
     )
     return result
@@ -81,30 +86,38 @@ def build_embedding_assets(model: str) -> list[dg.AssetsDefinition]:
         code_version=f"embeddings-{version}",
     )
     def embeddings(
-        context: dg.AssetExecutionContext, embedder: EmbedderResource, segments: dict[str, Passages]
+        context: dg.AssetExecutionContext, passages: PassageResource, models: ModelServiceResource,
+        segments: dict[str, Passages],
     ) -> dict[str, PassageVectors]:
-        """Passage vectors, batched across every video in the step (one model load)."""
-        with step_clock(uses=["text_embedder"]) as clock:
-            model = embedder.embedder()
-            total = sum(len(p.passages) for p in segments.values())
-            context.log.info("embedding %d passages of %d videos with %s", total, len(segments), model.model_id)
-            t0 = time.perf_counter()
-            with model_call(model.model_id):
-                result = model.embed_videos(segments)
-            seconds = time.perf_counter() - t0
+        """Passage vectors: every video's passages sent to the service's batched text embedder."""
+        text_model = models.call("text_model", passages.embedding_model)
+        total = sum(len(p.passages) for p in segments.values())
+        context.log.info("embedding %d passages of %d videos with %s", total, len(segments), text_model.model_id)
+        t0 = time.perf_counter()
+
+        def embed(video_id: str):
+            texts = [p.text for p in segments[video_id].passages]
+            return video_id, models.call("embed_texts", texts, passages.embedding_model, about=f"video {video_id}")
+
+        with ThreadPoolExecutor(min(CALLS_IN_FLIGHT, max(1, len(segments)))) as pool:
+            answers = dict(pool.map(embed, sorted(segments)))
+        seconds = time.perf_counter() - t0
+        batch_ids = {i for a in answers.values() for i in a.batch.get("ids", [])}
         context.add_output_metadata(
             {
                 "videos": len(segments),
                 "passages": total,
-                "batch_size": embedder.batch_size,
+                "batch_size": passages.batch_size,
+                "service_batches": len(batch_ids),
+                "max_callers_in_a_batch": max((a.batch.get("callers", 0) for a in answers.values()), default=0),
                 "passages_per_second": round(total / seconds, 1) if seconds > 0 else 0.0,
                 "seconds": round(seconds, 2),
-                "model": model.model_id,
-                "dimensions": model.dim,
-                **timing_metadata(clock),
+                "model": text_model.model_id,
+                "dimensions": text_model.dim,
+                **served_metadata(*answers.values()),
             }
         )
-        return result
+        return {v: PassageVectors(video_id=v, model=text_model.model_id, vectors=a.value) for v, a in answers.items()}
 
     @dg.asset(
         partitions_def=videos,
@@ -117,17 +130,17 @@ def build_embedding_assets(model: str) -> list[dg.AssetsDefinition]:
     def db_rows(
         context: dg.AssetExecutionContext,
         archive: ArchiveResource,
-        artifact_store: ArtifactStoreResource,
+        artifacts: dg.ResourceParam[ArtifactIOManager],
         segments: dict[str, Passages],
         embeddings: dict[str, PassageVectors],
     ) -> dg.MaterializeResult:
-        """Each video's rows replaced in one transaction (binary COPY); vectors keyed by model."""
+        """Each video's rows (its `videos` row, passages, vectors keyed by model) replaced in one
+        transaction (binary COPY)."""
         t0 = time.perf_counter()
-        with step_clock() as clock:
-            store_ = artifact_store.store
-            items = [(store_.load_audio_meta(v), segments[v], embeddings[v]) for v in sorted(segments)]
-            with archive.connect() as conn:
-                written = writer.write_videos(conn, items)
+        store = artifacts.store
+        items = [(store.load("audio", v, AudioRef).meta, segments[v], embeddings[v]) for v in sorted(segments)]
+        with archive.connect() as conn:
+            written = writer.write_videos(conn, items)
         for c in written:
             context.log.info("video %s: %d passages, %d vectors (%s) written", c.video_id, c.segments, c.vectors, c.model)
         return dg.MaterializeResult(
@@ -138,10 +151,8 @@ def build_embedding_assets(model: str) -> list[dg.AssetsDefinition]:
                 "segments_replaced": sum(1 for c in written if c.segments_replaced),
                 "index_created": any(c.index_created for c in written),
                 "seconds": round(time.perf_counter() - t0, 2),
-                "timeline": dg.MetadataValue.json(clock.summary()["timeline"]),
                 **run_stage_metadata(context),
             }
         )
 
     return [embeddings, db_rows]
-

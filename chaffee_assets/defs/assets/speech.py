@@ -2,23 +2,23 @@
 
 The three are separate assets (their own metadata, code versions and history in the UI; any one
 can be materialised alone) made by one op, `speech`, so that a video claims a `gpu` slot once for
-all three: the audio is loaded once, and the per-step framing (start and success events, input
-loads, the slot's claim poll and hand-off: about 0.6 s per step on the benchmark's 2 cores) is paid
-once instead of three times (bench/README.md, "Tuning log"). When only some are selected, the
-others are read back from the artifact store, as their own steps would have loaded them.
+all three (bench/README.md, "Tuning log"). The models are the model service's: the step sends the
+video's `AudioRef` (a reference to its stored waveform and its speech regions) and gets the
+contracts back. Naming is plain Python here: the service gives each cluster's voice, the step
+compares them with the voices enrolled in VOICES_DIR. When only some of the three are selected,
+the others are read back from the artifact store, as their own steps would have loaded them.
 """
 
-import time
 from collections.abc import Iterator
 
 import dagster as dg
 
 from chaffee_assets.defs.assets.audio import PER_VIDEO
-from chaffee_assets.defs.metadata import timing_metadata
+from chaffee_assets.defs.io import ArtifactIOManager
+from chaffee_assets.defs.metadata import served_metadata
 from chaffee_assets.defs.partitions import videos
-from chaffee_assets.defs.resources import ArtifactStoreResource, AsrResource, SpeakerModelsResource
-from chaffee_assets.lib.clock import model_call, step_clock
-from chaffee_assets.lib.types import Audio, Diarization, SpeakerLabels, Transcript
+from chaffee_assets.defs.resources import ModelServiceResource, SpeechOptionsResource
+from chaffee_assets.lib.types import AudioRef, Diarization, SpeakerLabels, Transcript
 
 
 def gpu_priority(depth: int) -> dict[str, str]:
@@ -36,79 +36,77 @@ def _out(tp: type, kind: str, version: str, description: str) -> dg.AssetOut:
     )
 
 
-def transcribe(context: dg.AssetExecutionContext, asr: AsrResource, audio: Audio) -> dg.Output:
-    with step_clock(uses=["whisper"]) as clock:
-        transcriber = asr.transcriber  # built when the run's resources were (its load is in `clock`)
-        with model_call("whisper"):
-            result = transcriber.transcribe(audio)
+def transcribe(context: dg.AssetExecutionContext, models: ModelServiceResource, options: SpeechOptionsResource,
+               audio: AudioRef) -> dg.Output:
+    served = models.call("transcribe", audio, options.asr_options(), about=f"video {audio.video_id}")
+    result: Transcript = served.value
     info = result.info
-    rtf = info.processing_seconds / info.audio_seconds if info.audio_seconds else 0.0
     if not result.words:
-        context.log.warning("video %s: no speech found (empty transcript)", audio.meta.video_id)
-    context.log.info(
-        "video %s: %d words in %.1f s of audio, %.1f s (RTF %.3f, %s on %s)",
-        audio.meta.video_id, len(result.words), info.audio_seconds, info.processing_seconds, rtf, info.model, info.device,
-    )
+        context.log.warning("video %s: no speech found (empty transcript)", audio.video_id)
+    context.log.info("video %s: %d words in %.1f s of audio, %.1f s (%s on %s)", audio.video_id, len(result.words),
+                     info.audio_seconds, info.processing_seconds, info.model, info.device)
     return dg.Output(result, output_name="transcript", metadata={
         "audio_seconds": round(info.audio_seconds, 2),
-        "processing_seconds": round(info.processing_seconds, 2),
-        "real_time_factor": round(rtf, 4),
         "model": info.model,
         "device": info.device,
         "batch_size": info.batch_size,
         "language": info.language,
         "language_probability": round(info.language_probability, 3),
         "words": len(result.words),
+        "words_per_minute": round(60 * len(result.words) / audio.speech_seconds, 1) if audio.speech_seconds else 0.0,
         "empty": not result.words,
-        **timing_metadata(clock, audio.seconds),
+        **served_metadata(served, audio_seconds=audio.seconds),
     })
 
 
-def diarize(context: dg.AssetExecutionContext, speakers: SpeakerModelsResource, audio: Audio) -> dg.Output:
-    with step_clock(uses=["ecapa"]) as clock:
-        diarizer = speakers.diarizer()
-        # what ECAPA and pyannote do not account for inside diarize() is silero's VAD
-        with model_call("silero-vad"):
-            result = diarizer.diarize(audio)
+def diarize(context: dg.AssetExecutionContext, models: ModelServiceResource, options: SpeechOptionsResource,
+            audio: AudioRef) -> dg.Output:
+    served = models.call("diarize", audio, options.diarization_options(), about=f"video {audio.video_id}")
+    result: Diarization = served.value
     if result.fast_path:
-        context.log.info("video %s: Monologue fast-path detected", audio.meta.video_id)
+        context.log.info("video %s: Monologue fast-path detected", audio.video_id)
     elif result.method == "pyannote":
-        context.log.info("video %s: Running Pyannote diarization found %d speakers", audio.meta.video_id, result.speakers)
+        context.log.info("video %s: Running Pyannote diarization found %d speakers", audio.video_id, result.speakers)
     return dg.Output(result, output_name="diarization", metadata={
         "method": result.method,
         "fast_path": result.fast_path,
         "speakers": result.speakers,
         "turns": len(result.turns),
-        "seconds": round(result.seconds, 2),
         "monologue_score": round(result.monologue_score, 4) if result.monologue_score is not None else None,
-        "pyannote_loaded": bool(getattr(diarizer, "pyannote_loaded", False)),
-        **timing_metadata(clock, audio.seconds),
+        **served_metadata(served, audio_seconds=audio.seconds),
     })
 
 
-def name_speakers(
-    context: dg.AssetExecutionContext, speakers: SpeakerModelsResource, audio: Audio, transcript: Transcript,
-    diarization: Diarization,
-) -> dg.Output:
-    t0 = time.perf_counter()
-    with step_clock(uses=["ecapa"]) as clock:
-        result = speakers.namer().label(audio, transcript, diarization)
+def name_speakers(context: dg.AssetExecutionContext, models: ModelServiceResource, options: SpeechOptionsResource,
+                  audio: AudioRef, transcript: Transcript, diarization: Diarization) -> dg.Output:
+    from chaffee_assets.lib.models.ecapa import ECAPA_MODEL_ID
+    from chaffee_assets.lib.speakers import label_speakers, needs_embeddings
+
+    profiles = options.profiles(ECAPA_MODEL_ID)
+    answers = []
+    embeddings: dict = {}
+    if needs_embeddings(profiles, diarization):
+        served = models.call("cluster_embeddings", audio, diarization.turns, about=f"video {audio.video_id}")
+        answers.append(served)
+        embeddings = served.value
+    result = label_speakers(transcript, diarization, embeddings, profiles, options.voice_threshold, options.host_speaker)
     named = sorted(set(result.names.values()))
-    context.log.info("video %s: speakers %s", audio.meta.video_id, ", ".join(named) or "none")
+    context.log.info("video %s: speakers %s", audio.video_id, ", ".join(named) or "none")
     return dg.Output(result, output_name="speaker_labels", metadata={
-        "speakers": dg.MetadataValue.json(result.names),
+        "speakers": ", ".join(named),
+        "speaker_count": len(named),
         "similarities": dg.MetadataValue.json({k: round(v, 3) for k, v in result.similarities.items()}),
         "words_labelled": sum(1 for w in result.words if w.speaker),
-        "seconds": round(time.perf_counter() - t0, 2),
-        **timing_metadata(clock, audio.seconds),
+        "voices_enrolled": len(profiles),
+        **served_metadata(*answers, audio_seconds=audio.seconds),
     })
 
 
 @dg.multi_asset(
     name="speech",
     outs={
-        "transcript": _out(Transcript, "whisper", "transcript-v1", "faster-whisper, batched, with VAD and word timestamps."),
-        "diarization": _out(Diarization, "pyannote", "diarization-v1", "Speaker turns; `auto` takes the monologue fast path when one voice is found."),
+        "transcript": _out(Transcript, "whisper", "transcript-v2", "faster-whisper, batched, on the video's speech regions, with word timestamps."),
+        "diarization": _out(Diarization, "pyannote", "diarization-v2", "Speaker turns; `auto` takes the monologue fast path when one voice is found."),
         "speaker_labels": _out(
             SpeakerLabels, "speechbrain", "speaker-labels-v1",
             "Turns named by ECAPA similarity to the voices enrolled in VOICES_DIR; unknown voices are Guest N.",
@@ -127,26 +125,26 @@ def name_speakers(
 )
 def speech(
     context: dg.AssetExecutionContext,
-    asr: AsrResource,
-    speakers: SpeakerModelsResource,
-    artifact_store: ArtifactStoreResource,
-    audio: Audio,
+    models: ModelServiceResource,
+    speech_options: SpeechOptionsResource,
+    artifacts: dg.ResourceParam[ArtifactIOManager],
+    audio: AudioRef,
 ) -> Iterator[dg.Output]:
     """Whisper, then the speaker turns, then their names: the selected ones of the three assets."""
     selected = set(context.selected_output_names)
     transcript = diarization = None
     if "transcript" in selected:
-        out = transcribe(context, asr, audio)
+        out = transcribe(context, models, speech_options, audio)
         transcript = out.value
         yield out
     if "diarization" in selected:
-        out = diarize(context, speakers, audio)
+        out = diarize(context, models, speech_options, audio)
         diarization = out.value
         yield out
     if "speaker_labels" in selected:
-        store, video_id = artifact_store.store, context.partition_key
+        store, video_id = artifacts.store, context.partition_key
         if transcript is None:
             transcript = store.load("transcript", video_id, Transcript)
         if diarization is None:
             diarization = store.load("diarization", video_id, Diarization)
-        yield name_speakers(context, speakers, audio, transcript, diarization)
+        yield name_speakers(context, models, speech_options, audio, transcript, diarization)

@@ -9,34 +9,51 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import numpy as np
 
 from chaffee_assets.lib.models.registry import resolve_whisper
 from chaffee_assets.lib.models.runtime import ModelRuntime
-from chaffee_assets.lib.types import SAMPLE_RATE, Audio, Transcript, TranscriptInfo, Word
+from chaffee_assets.lib.types import SAMPLE_RATE, AsrOptions, Audio, Region, Transcript, TranscriptInfo, Word
 
 log = logging.getLogger(__name__)
 
 MIN_AUDIO_SECONDS = 1.0  # shorter audio is not worth a decoder pass: empty transcript
+MAX_GAP_SECONDS = 2.0  # a longer pause between two speech regions starts a new whisper window
 _CHUNK_SECONDS = 30  # whisper's window; also the longest VAD chunk the batched pipeline decodes
 UNDETERMINED = "und"  # ISO 639 "undetermined": the language of audio without speech
 
 
-@dataclass(frozen=True)
-class AsrOptions:
-    model: str = "tiny.en"  # packaged alias (tiny.en, base) or a CTranslate2 folder
-    batch_size: int = 8
-    language: str | None = None  # None: detected (always en for .en models)
-    beam_size: int = 5
-    vad: bool = True
+
+
+def whisper_clips(speech: Sequence[Region], total: float, max_seconds: float = _CHUNK_SECONDS,
+                  max_gap: float = MAX_GAP_SECONDS) -> list[dict[str, float]]:
+    """Speech regions merged into whisper's windows: consecutive regions join while the window
+    stays within `max_seconds` and the pause between them is at most `max_gap` (a window is mostly
+    speech, and whisper decodes each window once); a region longer than a window is cut into
+    windows. Clipped to the audio's `total` seconds."""
+    clips: list[list[float]] = []
+    for a, b in speech:
+        a, b = max(0.0, float(a)), min(float(b), total)
+        while b - a > max_seconds:
+            clips.append([a, a + max_seconds])
+            a += max_seconds
+        if b <= a:
+            continue
+        if clips and a - clips[-1][1] <= max_gap and b - clips[-1][0] <= max_seconds:
+            clips[-1][1] = b
+        else:
+            clips.append([a, b])
+    return [{"start": round(a, 3), "end": round(b, 3)} for a, b in clips]
 
 
 class Transcriber:
     """One loaded faster-whisper model; `transcribe` may be called for many videos."""
 
-    def __init__(self, options: AsrOptions, runtime: ModelRuntime):
+    def __init__(self, options: AsrOptions, runtime: ModelRuntime, workers: int = 1):
+        """`workers`: transcriptions that may run at once from different threads (CTranslate2's
+        `num_workers`; each has `runtime.threads` CPU threads)."""
         from faster_whisper import BatchedInferencePipeline, WhisperModel
 
         self.options = options
@@ -44,7 +61,8 @@ class Transcriber:
         self.device, self.compute_type = runtime.device, runtime.compute_type
         started = time.perf_counter()
         # CTranslate2's threads on CPU; 0: its default (4, more than a 2-core machine has)
-        self._model = WhisperModel(str(path), device=self.device, compute_type=self.compute_type, cpu_threads=runtime.threads)
+        self._model = WhisperModel(str(path), device=self.device, compute_type=self.compute_type, cpu_threads=runtime.threads,
+                                   num_workers=max(1, workers))
         self._pipeline = BatchedInferencePipeline(model=self._model)
         self.load_seconds = time.perf_counter() - started
         self.multilingual = bool(self._model.model.is_multilingual)
@@ -53,12 +71,12 @@ class Transcriber:
             options.model, path, self.device, self.compute_type, self.load_seconds,
         )
 
-    def _fixed_language(self) -> str | None:
+    def _fixed_language(self, language: str | None = None) -> str | None:
         if not self.multilingual:
             return "en"
-        return self.options.language
+        return language or self.options.language
 
-    def _info(self, audio: Audio, started: float, language: str, probability: float) -> TranscriptInfo:
+    def _info(self, audio: Audio, started: float, language: str, probability: float, batch_size: int | None = None) -> TranscriptInfo:
         return TranscriptInfo(
             model=self.options.model,
             device=self.device,
@@ -66,7 +84,7 @@ class Transcriber:
             language_probability=float(probability),
             audio_seconds=audio.seconds,
             processing_seconds=time.perf_counter() - started,
-            batch_size=self.options.batch_size,
+            batch_size=batch_size or self.options.batch_size,
         )
 
     def _empty(self, audio: Audio, started: float, why: str) -> Transcript:
@@ -74,20 +92,29 @@ class Transcriber:
         language = self._fixed_language() or UNDETERMINED
         return Transcript(audio.meta.video_id, (), self._info(audio, started, language, 0.0))
 
-    def transcribe(self, audio: Audio) -> Transcript:
-        """Words with timestamps (seconds from the start of the audio) and run information."""
+    def transcribe(self, audio: Audio, speech: Sequence[Region] | None = None, options: AsrOptions | None = None) -> Transcript:
+        """Words with timestamps (seconds from the start of the audio) and run information.
+
+        `speech`: the video's speech regions when VAD already ran (once per video, before the
+        model step): whisper decodes those, merged into windows of up to 30 s, and runs no VAD of
+        its own. None: faster-whisper's VAD (or, with `vad=False`, fixed 30 s windows). `options`:
+        this call's batch size, language and beam (the model is the loaded one)."""
+        o = options or self.options
         started = time.perf_counter()
         wav = np.ascontiguousarray(audio.waveform, dtype=np.float32).reshape(-1)
         if wav.size < MIN_AUDIO_SECONDS * SAMPLE_RATE:
             return self._empty(audio, started, f"shorter than {MIN_AUDIO_SECONDS:.0f} s")
+        chunking = self._chunking(wav, o) if speech is None else self._given_speech(speech, wav.size / SAMPLE_RATE)
+        if chunking is None:
+            return self._empty(audio, started, "no speech found by VAD")
         segments, info = self._pipeline.transcribe(
             wav,
-            language=self._fixed_language(),
-            beam_size=self.options.beam_size,
-            batch_size=self.options.batch_size,
+            language=self._fixed_language(o.language),
+            beam_size=o.beam_size,
+            batch_size=o.batch_size,
             word_timestamps=True,
             condition_on_previous_text=False,
-            **self._chunking(wav),
+            **chunking,
         )
         if info.duration_after_vad <= 0:
             return self._empty(audio, started, "no speech found by VAD")
@@ -96,7 +123,7 @@ class Transcriber:
             for seg in segments
             for w in (seg.words or ())
         )
-        result = Transcript(audio.meta.video_id, words, self._info(audio, started, info.language, info.language_probability))
+        result = Transcript(audio.meta.video_id, words, self._info(audio, started, info.language, info.language_probability, o.batch_size))
         log.info(
             "video %s: %d words, %.1f s audio in %.1f s (RTF %.3f), language %s (%.2f)",
             audio.meta.video_id, len(words), audio.seconds, result.info.processing_seconds,
@@ -104,9 +131,13 @@ class Transcriber:
         )
         return result
 
-    def _chunking(self, wav: np.ndarray) -> dict:
+    def _given_speech(self, speech: Sequence[Region], total: float) -> dict | None:
+        clips = whisper_clips(speech, total)
+        return {"vad_filter": False, "clip_timestamps": clips} if clips else None
+
+    def _chunking(self, wav: np.ndarray, options: AsrOptions) -> dict:
         """VAD chunks, or fixed 30 s windows when VAD is off (the batched pipeline needs one or the other)."""
-        if self.options.vad:
+        if options.vad:
             return {"vad_filter": True, "vad_parameters": {"min_silence_duration_ms": 160}}
         total = wav.size / SAMPLE_RATE
         starts = np.arange(0.0, total, _CHUNK_SECONDS)

@@ -13,8 +13,9 @@ Methods (`DiarizationOptions.method`):
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +27,13 @@ from chaffee_assets.lib.models import pyannote_compat, threads, vad
 from chaffee_assets.lib.models.ecapa import EcapaEmbedder
 from chaffee_assets.lib.models.registry import segmentation_dir
 from chaffee_assets.lib.speakers import first_appearance
-from chaffee_assets.lib.types import SAMPLE_RATE, Audio, Diarization, Region, Turn
+from chaffee_assets.lib.types import SAMPLE_RATE, Audio, Diarization, DiarizationOptions, Region, Turn
 from chaffee_assets.lib.vectors import normalize
 
 log = logging.getLogger(__name__)
 
-METHODS = ("auto", "pyannote", "simple", "off")
+EmbedFn = Callable[[list[np.ndarray]], np.ndarray]  # waveform chunks -> (n, 192) unit rows
+
 MIN_AUDIO_SECONDS = 1.0  # shorter audio: empty diarization, like the transcript
 MIN_WINDOW_SECONDS = 1.0  # a monologue-check window shorter than this is not embedded
 SINGLE = "SPEAKER_00"
@@ -44,29 +46,6 @@ PYANNOTE_PARAMS = {
 }
 
 
-@dataclass(frozen=True)
-class DiarizationOptions:
-    method: str = "auto"  # auto | pyannote | simple | off
-    pyannote_model: str | None = None  # a local pyannote pipeline folder; None: packaged models
-    # monologue check: `monologue_windows` windows of `monologue_window_s` spread evenly over the
-    # speech (overlapping by up to half on short audio); one voice when the `monologue_percentile`-th
-    # percentile of their pairwise cosine similarities is at least `monologue_threshold`. Chosen by
-    # measurement (bench/quality.py): short windows rarely straddle a change of speaker.
-    monologue_windows: int = 24
-    monologue_window_s: float = 2.0
-    monologue_percentile: float = 10.0
-    monologue_threshold: float = 0.27
-    pyannote_step: float = 0.1  # segmentation window step, as a fraction of its 10 s window
-    # simple: windows of `simple_window_s` every `simple_step_s`, clusters cut at cosine distance
-    simple_window_s: float = 1.5
-    simple_step_s: float = 0.75
-    simple_threshold: float = 0.7
-    simple_min_cluster_s: float = 3.0  # a cluster of less speech joins its nearest larger cluster
-    simple_max_windows: int = 4000  # the step grows on long audio (clustering is quadratic in windows)
-
-    def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"unknown diarization method {self.method!r}: expected one of {', '.join(METHODS)}")
 
 
 def single_speaker_turns(regions: list[Region], speaker: str = SINGLE) -> tuple[Turn, ...]:
@@ -174,13 +153,16 @@ class Diarizer:
         self.embedder = embedder
         self.device = embedder.device
         self._pipeline: Any = None
+        self._pyannote_lock = threading.Lock()  # one call at a time on a pipeline (the service is threaded)
 
     @property
     def pyannote_loaded(self) -> bool:
         return self._pipeline is not None
 
     # -- the recipe -------------------------------------------------------------------------------
-    def diarize(self, audio: Audio, speech_regions: list[Region] | None = None) -> Diarization:
+    def diarize(self, audio: Audio, speech_regions: Sequence[Region] | None = None, embed: EmbedFn | None = None) -> Diarization:
+        """Turns of `audio`; `speech_regions` when VAD already ran, `embed` to embed ECAPA windows
+        some other way (the model service batches them across the videos in flight)."""
         started = time.perf_counter()
         method = self.options.method
         wav = np.ascontiguousarray(audio.waveform, dtype=np.float32).reshape(-1)
@@ -194,10 +176,10 @@ class Diarizer:
         if method == "off":
             return self._result(audio, single_speaker_turns(regions), "off", started)
         if method == "simple":
-            return self._result(audio, self.simple_turns(wav, regions), "simple", started)
+            return self._result(audio, self.simple_turns(wav, regions, embed), "simple", started)
         score = None
         if method == "auto":
-            score = self.monologue_score(wav, regions)
+            score = self.monologue_score(wav, regions, embed)
             if score is None or score >= self.options.monologue_threshold:
                 log.info(
                     "Monologue fast-path detected: video %s, score %s >= %.2f",
@@ -226,7 +208,7 @@ class Diarizer:
         return result
 
     # -- stages -----------------------------------------------------------------------------------
-    def monologue_score(self, wav: np.ndarray, regions: list[Region] | None = None) -> float | None:
+    def monologue_score(self, wav: np.ndarray, regions: Sequence[Region] | None = None, embed: EmbedFn | None = None) -> float | None:
         """The monologue statistic (None when there is too little speech for two windows)."""
         o = self.options
         if regions is None:
@@ -234,10 +216,10 @@ class Diarizer:
         windows = spread_windows(regions, o.monologue_windows, o.monologue_window_s)
         if len(windows) < 2:
             return None
-        emb = self.embedder.embed([_slice(wav, w) for w in windows])
+        emb = (embed or self.embedder.embed)([_slice(wav, w) for w in windows])
         return pairwise_similarity_percentile(emb, o.monologue_percentile)
 
-    def simple_turns(self, wav: np.ndarray, regions: list[Region]) -> tuple[Turn, ...]:
+    def simple_turns(self, wav: np.ndarray, regions: Sequence[Region], embed: EmbedFn | None = None) -> tuple[Turn, ...]:
         """Sliding windows over the speech, ECAPA embeddings, agglomerative clustering (cosine)."""
         from sklearn.cluster import AgglomerativeClustering
 
@@ -252,7 +234,7 @@ class Diarizer:
             windows += [(float(s), float(s) + o.simple_window_s) for s in starts]
             if windows[-1][1] < b:
                 windows.append((b - o.simple_window_s, b))
-        emb = self.embedder.embed([_slice(wav, w) for w in windows])
+        emb = (embed or self.embedder.embed)([_slice(wav, w) for w in windows])
         if len(windows) == 1:
             labels = np.zeros(1, dtype=int)
         else:
@@ -278,10 +260,11 @@ class Diarizer:
     def load_pyannote(self) -> Any:
         """Build the pyannote pipeline once (imports pyannote.audio on first use); the build is
         recorded as a `pyannote` load in the current step clock (`lib.clock`)."""
-        if self._pipeline is None:
-            started = time.time()
-            self._pipeline = self._build_pyannote()
-            clock.record_load("pyannote", started, time.time())
+        with self._pyannote_lock:
+            if self._pipeline is None:
+                started = time.time()
+                self._pipeline = self._build_pyannote()
+                clock.record_load("pyannote", started, time.time())
         return self._pipeline
 
     def _build_pyannote(self) -> Any:
@@ -321,7 +304,7 @@ class Diarizer:
 
         pipeline = self.load_pyannote()  # a load is start-up, not inference
         progress = _Progress(len(wav) / SAMPLE_RATE)
-        with clock.model_call("pyannote"):
+        with self._pyannote_lock, clock.model_call("pyannote"):
             output = pipeline({"waveform": torch.from_numpy(wav).unsqueeze(0), "sample_rate": SAMPLE_RATE}, hook=progress)
         annotation = getattr(output, "speaker_diarization", output)  # DiarizeOutput (4.x) or Annotation
         turns = [Turn(float(s.start), float(s.end), str(label)) for s, _, label in annotation.itertracks(yield_label=True)]

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from chaffee_assets.lib.errors import ModelNotFound
-from chaffee_assets.lib.models.asr import AsrOptions, Transcriber
-from chaffee_assets.lib.types import SAMPLE_RATE, Audio, VideoMeta
+from chaffee_assets.lib.models.asr import Transcriber
+from chaffee_assets.lib.types import SAMPLE_RATE, AsrOptions, Audio, VideoMeta
 from chaffee_assets.lib.voices import read_audio
 
 

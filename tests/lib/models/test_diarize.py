@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from chaffee_assets.lib.errors import ModelNotFound
-from chaffee_assets.lib.models.diarize import DiarizationOptions, Diarizer, spread_windows
+from chaffee_assets.lib.models.diarize import Diarizer, spread_windows
 from chaffee_assets.lib.models.vad import speech_regions
-from chaffee_assets.lib.types import SAMPLE_RATE, Audio, Diarization, VideoMeta
+from chaffee_assets.lib.types import SAMPLE_RATE, Audio, Diarization, DiarizationOptions, VideoMeta
 from chaffee_assets.lib.voices import read_audio
 
 
@@ -101,10 +101,9 @@ def test_auto_runs_pyannote_on_the_sample_with_low_der(embedder, sample, fixture
 
 
 @pytest.mark.slow
-@pytest.mark.slow
-def test_pyannote_threads_follow_the_cores_share_between_batches(embedder, sample, tmp_path, monkeypatch):
-    """With sharing on, pyannote gives a core up while another model computes on the machine and
-    takes it back once that one is done, between its batches (lib/threads.py)."""
+def test_pyannote_threads_follow_the_cores_share_between_batches(embedder, sample, monkeypatch):
+    """With sharing on, pyannote gives a core up while another model computes in the process and
+    takes it back once that one is done, between its batches (lib/models/threads.py)."""
     import threading
 
     import torch
@@ -113,7 +112,7 @@ def test_pyannote_threads_follow_the_cores_share_between_batches(embedder, sampl
     from chaffee_assets.lib.models import threads
 
     before = torch.get_num_threads()
-    threads.share_cores(tmp_path / "cores", cores=2, interval_s=0.0)
+    threads.share_cores(cores=2, interval_s=0.0)
     release, entered = threading.Event(), threading.Event()
 
     def other_model():
@@ -157,10 +156,10 @@ heavy = [m for m in ("torch", "pyannote.audio", "speechbrain", "faster_whisper")
 assert not heavy, heavy
 from chaffee_assets.lib.models.ecapa import EcapaEmbedder
 from chaffee_assets.lib.models.runtime import ModelRuntime
-from chaffee_assets.lib.types import Audio, VideoMeta
+from chaffee_assets.lib.types import Audio, DiarizationOptions, VideoMeta
 from chaffee_assets.lib.voices import read_audio
 jfk = read_audio({str(fixtures_dir / "jfk.flac")!r})
-d = dz.Diarizer(dz.DiarizationOptions(), EcapaEmbedder(ModelRuntime.resolve("cpu", {str(model_cache)!r}))).diarize(
+d = dz.Diarizer(DiarizationOptions(), EcapaEmbedder(ModelRuntime.resolve("cpu", {str(model_cache)!r}))).diarize(
     Audio(VideoMeta("j", "t", "u"), np.concatenate([jfk, jfk])))
 assert d.fast_path, d
 assert "pyannote.audio" not in sys.modules
