@@ -63,12 +63,12 @@ def warm_model_cache(settings) -> float:
 
 
 @contextmanager
-def started(argv: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
+def started(argv: list[str], env: dict[str, str], log: Path, cwd: Path = REPO) -> Iterator[subprocess.Popen]:
     """A long-running process in its own process group (SIGINT/SIGTERM at their defaults, see
     MODELS.md), stopped with its children at the end: SIGTERM, then SIGKILL after 30 s."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
-        proc = subprocess.Popen(["env", "--default-signal=INT,TERM", *argv], cwd=REPO, env=env, stdout=out,
+        proc = subprocess.Popen(["env", "--default-signal=INT,TERM", *argv], cwd=cwd, env=env, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)
     try:
         yield proc
