@@ -95,6 +95,21 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, v: object) -> object:
         return None if v == "" else v
 
+    def to_environment(self) -> dict[str, str]:
+        """These settings as the environment of a process started from here (the daemon started
+        for a CLI ingest reads the same settings as the CLI, whether they came from the
+        environment, `.env` or the caller)."""
+        out = {}
+        for name, f in type(self).model_fields.items():
+            value = getattr(self, name)
+            if f.alias and value is not None:
+                if isinstance(value, bool):
+                    value = "true" if value else "false"
+                elif isinstance(value, Path):
+                    value = value.expanduser().resolve()
+                out[f.alias] = str(value)
+        return out
+
     @property
     def diarization_method(self) -> DiarizationMode:
         """The effective method, honouring the old knobs."""

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from chaffee_assets.instance.setup import dagster_instance
@@ -96,17 +97,35 @@ def _listed(settings: Settings, args: argparse.Namespace, service: bool) -> list
     return items[: args.limit] if args.limit else items
 
 
+@contextmanager
+def _stop_on_signals():
+    """An event set by Ctrl-C or SIGTERM: the ingest cancels its runs and returns."""
+    import signal
+    import threading
+
+    stop = threading.Event()
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
-    from chaffee_assets.app.ingest import register, run_videos
+    from chaffee_assets.app.ingest import ingest, register
 
     items = _listed(settings, args, service=True)
     print(f"{len(items)} videos: {', '.join(s.video_id for s in items)}")
     with dagster_instance(settings) as instance:
         register(settings, instance, items)
-        outcomes = run_videos(settings, instance, [s.video_id for s in items], log_level="INFO" if args.verbose else "WARNING")
+    with _stop_on_signals() as stop:
+        outcomes = ingest(settings, [s.video_id for s in items], stop=stop)
     failed = [o for o in outcomes if not o.ok]
-    print(f"{len(outcomes) - len(failed)} ingested, {len(failed)} failed")
-    return 1 if failed else 0
+    print(f"{len(outcomes) - len(failed)} ingested, {len(failed)} failed" + (" (cancelled)" if stop.is_set() else ""))
+    return 130 if stop.is_set() else (1 if failed else 0)
 
 
 def cmd_add(settings: Settings, args: argparse.Namespace) -> int:
@@ -128,8 +147,8 @@ def cmd_reembed(settings: Settings, args: argparse.Namespace) -> int:
     from chaffee_assets.instance.setup import up
 
     up(settings)
-    with dagster_instance(settings) as instance:
-        done = reembed(settings, instance)
+    with _stop_on_signals() as stop:
+        done = reembed(settings, stop=stop)
     print(f"re-embedded {len(done)} videos with {settings.embedding_model}")
     return 0
 

@@ -17,7 +17,7 @@ DEMO_QUERIES = [
 
 
 def run_demo(settings: Settings, fixtures_dir: Path | None = None) -> int:
-    from chaffee_assets.app.ingest import expand, register, run_videos
+    from chaffee_assets.app.ingest import expand, ingest, register
     from chaffee_assets.app.search import search
     from chaffee_assets.archive import db, writer
     from chaffee_assets.instance.setup import archive_url, dagster_instance, up
@@ -28,6 +28,7 @@ def run_demo(settings: Settings, fixtures_dir: Path | None = None) -> int:
     r = up(settings)
     print(f"== database: {'embedded Postgres in ' + str(settings.pg_data_dir) if r.embedded else 'DATABASE_URL'}"
           f" (ready in {r.started_seconds:.2f} s); Dagster home {r.dagster_home}")
+    print(f"== model service: Ray on {r.service_address}, models warm in {r.service_seconds:.1f} s")
 
     channel_dir = settings.state_path / "demo_channel"
     items = build_demo_media(fixtures, channel_dir)
@@ -39,7 +40,7 @@ def run_demo(settings: Settings, fixtures_dir: Path | None = None) -> int:
         found = expand([feed_url])
         with dagster_instance(settings) as instance:
             register(settings, instance, found)
-            outcomes = run_videos(settings, instance, [s.video_id for s in found])
+        outcomes = ingest(settings, [s.video_id for s in found])
     finally:
         stop()
 

@@ -1,12 +1,19 @@
-"""Running the pipeline without a daemon (`chaffee ingest`, `chaffee reembed`, `chaffee demo`):
-each video is its own run on the project's Dagster instance, so the UI shows the same history as
-runs launched by the sensor or a backfill."""
+"""Ingesting from the command line (`chaffee ingest`, `chaffee reembed`, `chaffee demo`) through
+the same machinery as the sensor and the UI's backfills: each video's run is submitted to the
+instance's queue and launched by the daemon (started for the duration when none is running), so a
+CLI ingest has several videos in flight, run monitoring (a dead run's `gpu` slot is freed) and run
+retries, and the UI shows the same history. This process only submits and follows the runs:
+Ctrl-C or SIGTERM cancels them, and returns within seconds with their slots free."""
 
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
@@ -14,12 +21,11 @@ from urllib.parse import urlparse
 import dagster as dg
 
 from chaffee_assets.archive import db, sources
-from chaffee_assets.defs.assets import all_assets
-from chaffee_assets.defs.build import build_resources
 from chaffee_assets.defs.metadata import step_seconds
 from chaffee_assets.defs.partitions import videos
-from chaffee_assets.instance.model_service import head_file
-from chaffee_assets.instance.setup import archive_url
+from chaffee_assets.instance import dagster_internals as internals
+from chaffee_assets.instance.setup import archive_url, dagster_instance, running_daemon, write_workspace
+from chaffee_assets.lib.errors import RunFailed
 from chaffee_assets.lib.ids import id_for_source, youtube_id
 from chaffee_assets.lib.types import Source
 from chaffee_assets.settings import Settings
@@ -28,6 +34,8 @@ log = logging.getLogger(__name__)
 
 _FEED_SUFFIXES = (".rss", ".xml", ".atom")
 _CHANNEL_MARKERS = ("/@", "/channel/", "/c/", "/user/", "/playlist", "list=")
+ALL_ASSETS = ["audio", "transcript", "diarization", "speaker_labels", "segments", "embeddings", "db_rows"]
+CANCEL_GRACE_S = 15.0  # a cancelled run that has not stopped by then is marked cancelled, its slots freed
 
 
 @dataclass
@@ -37,6 +45,8 @@ class VideoOutcome:
     seconds: float
     error: str | None = None
     step_seconds: dict[str, float] = field(default_factory=dict)
+    run_id: str | None = None
+    attempts: int = 1
 
 
 def is_feed(source: str) -> bool:
@@ -79,84 +89,191 @@ def register(settings: Settings, instance: dg.DagsterInstance, items: list[Sourc
     return new
 
 
-def _first_failure(result: dg.ExecuteInProcessResult) -> str:
-    for ev in result.all_events:
-        if ev.event_type_value == "STEP_FAILURE":
+
+def _priority(n: int, total: int) -> dict[str, str]:
+    """Older videos first (defs/sensors.run_priority: the same order as the sensor's)."""
+    from chaffee_assets.defs.sensors import run_priority
+
+    return run_priority(n, total)
+
+
+def ingest(
+    settings: Settings,
+    video_ids: list[str],
+    progress: Callable[[str], None] = print,
+    stop: threading.Event | None = None,
+    poll_s: float = 1.0,
+) -> list[VideoOutcome]:
+    """One queued run per video over the whole chain, followed to its end (retries included); a
+    failed video does not stop the others. `stop` set: every run is cancelled."""
+    batch = uuid.uuid4().hex[:12]
+    requests = [
+        ({"dagster/partition": v, internals.LAUNCHED_BY: "chaffee ingest", internals.BATCH: batch, **_priority(n, len(video_ids))},
+         ALL_ASSETS)
+        for n, v in enumerate(video_ids)
+    ]
+    return _submit_and_follow(settings, video_ids, requests, progress, stop, poll_s)
+
+
+def _submit_and_follow(settings, labels, requests, progress, stop, poll_s) -> list[VideoOutcome]:
+    with dagster_instance(settings) as instance, running_daemon(settings, instance) as daemon:
+        if daemon.proc is not None:
+            progress("dagster-daemon started for this ingest (runs are queued, launched and monitored by it)")
+        with _environment(settings.to_environment()), internals.workspace_context(instance, write_workspace(settings)) as ctx:
+            run_ids = internals.submit_runs(ctx, instance, requests)
+        followers = [_Follower(label, run_id, n, len(labels)) for n, (label, run_id) in enumerate(zip(labels, run_ids, strict=True), 1)]
+        for f in followers:
+            progress(f"[{f.n}/{f.total}] {f.label}: queued")
+        return _follow(instance, followers, progress, stop or threading.Event(), poll_s, daemon)
+
+
+@contextmanager
+def _environment(values: dict[str, str]):
+    """`values` in this process's environment while inside (the code server that builds the runs'
+    snapshots is started from here and must see the same settings), restored afterwards."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@dataclass
+class _Follower:
+    """One video's run, followed through its retries."""
+
+    label: str
+    run_id: str
+    n: int
+    total: int
+    attempts: int = 1
+    shown: str = "QUEUED"
+    started_at: float = field(default_factory=time.time)
+    outcome: VideoOutcome | None = None
+
+    def step(self, instance, progress) -> None:
+        run = instance.get_run_by_id(self.run_id)
+        if run is None or self.outcome is not None:
+            return
+        status = run.status.value
+        if status in ("STARTING", "STARTED") and self.shown == "QUEUED":
+            self.shown = status
+            progress(f"[{self.n}/{self.total}] {self.label}: running")
+        if not run.is_finished:
+            return
+        seconds = time.time() - self.started_at
+        if status == "SUCCESS":
+            steps = step_seconds(instance, self.run_id)
+            detail = ", ".join(f"{k} {v:.1f}s" for k, v in steps.items())
+            progress(f"[{self.n}/{self.total}] {self.label}: done in {seconds:.1f} s ({detail})")
+            self.outcome = VideoOutcome(self.label, True, seconds, None, steps, self.run_id, self.attempts)
+            return
+        retry = _retry_of(instance, run)
+        if retry is not None:
+            progress(f"[{self.n}/{self.total}] {self.label}: run failed ({failure_cause(instance, self.run_id)}); "
+                     f"retried (attempt {self.attempts + 1})")
+            self.run_id, self.attempts, self.shown = retry, self.attempts + 1, "QUEUED"
+            return
+        if run.tags.get("dagster/will_retry") == "true":
+            return  # its retry is about to be created
+        error = "cancelled" if status == "CANCELED" else failure_cause(instance, self.run_id)
+        progress(f"[{self.n}/{self.total}] {self.label}: FAILED after {seconds:.1f} s: {error}")
+        self.outcome = VideoOutcome(self.label, False, seconds, error, step_seconds(instance, self.run_id), self.run_id, self.attempts)
+
+
+def _retry_of(instance, run) -> str | None:
+    from dagster._core.storage.dagster_run import RunsFilter
+
+    child = run.tags.get("dagster/auto_retry_run_id")
+    if child:
+        return child
+    found = instance.get_runs(RunsFilter(tags={"dagster/parent_run_id": run.run_id}), limit=1)
+    return found[0].run_id if found else None
+
+
+def _follow(instance, followers: list[_Follower], progress, stop: threading.Event, poll_s: float, daemon) -> list[VideoOutcome]:
+    checked = time.monotonic()
+    while any(f.outcome is None for f in followers):
+        if stop.is_set():
+            _cancel(instance, followers, progress)
+            break
+        for f in followers:
+            f.step(instance, progress)
+        if time.monotonic() - checked > 30:  # the daemon we relied on may have gone
+            checked = time.monotonic()
+            if daemon.ensure(instance):
+                progress("dagster-daemon restarted (the one running had stopped)")
+        stop.wait(poll_s)
+    return [f.outcome or VideoOutcome(f.label, False, time.time() - f.started_at, "cancelled", {}, f.run_id, f.attempts)
+            for f in followers]
+
+
+def _cancel(instance, followers: list[_Follower], progress) -> None:
+    pending = [f.run_id for f in followers if f.outcome is None]
+    progress(f"cancelling {len(pending)} runs")
+    internals.cancel_runs(instance, pending)
+    deadline = time.monotonic() + CANCEL_GRACE_S
+    while time.monotonic() < deadline:
+        left = [r for r in pending if not (instance.get_run_by_id(r) or _gone()).is_finished]
+        if not left:
+            break
+        time.sleep(0.5)
+    internals.force_cancel(instance, pending)
+
+
+class _gone:  # noqa: N801 - a stand-in for a run that no longer exists
+    is_finished = True
+
+
+def failure_cause(instance, run_id: str) -> str:
+    """The first failed step's error in one line (its last line: the cause, not the traceback's
+    caret), else the run's own failure message."""
+    for e in instance.all_logs(run_id):
+        ev = e.dagster_event
+        if ev is not None and ev.event_type_value == "STEP_FAILURE":
             err = ev.step_failure_data.error
-            msg = err.cause.message if err and err.cause else (err.message if err else "failed")
-            return f"{ev.step_key}: {msg.strip().splitlines()[-1] if msg.strip() else msg}"
+            msg = (err.cause.message if err and err.cause else (err.message if err else "")) or ""
+            lines = [ln.strip() for ln in msg.strip().splitlines() if ln.strip() and set(ln.strip()) != {"^"}]
+            return f"{ev.step_key}: {lines[-1] if lines else 'failed'}"
+    for e in instance.all_logs(run_id):
+        ev = e.dagster_event
+        if ev is not None and ev.event_type_value in ("PIPELINE_FAILURE", "RUN_FAILURE") and e.message:
+            return e.message.strip().splitlines()[0]
     return "run failed"
 
 
-def _quiet(log_level: str) -> dict:
-    """Run config: Dagster's console log at `log_level` (every event is in the run's log anyway)."""
-    return {"loggers": {"console": {"config": {"log_level": log_level}}}}
-
-
-def run_videos(
-    settings: Settings,
-    instance: dg.DagsterInstance,
-    video_ids: list[str],
-    progress: Callable[[str], None] = print,
-    log_level: str = "WARNING",
-) -> list[VideoOutcome]:
-    """One run per video over the whole chain; a failed video does not stop the others."""
-    assets = all_assets(settings.embedding_model)
-    resources = build_resources(settings, archive_url(settings), str(head_file(settings)))
-    outcomes = []
-    for n, video_id in enumerate(video_ids, 1):
-        progress(f"[{n}/{len(video_ids)}] {video_id}: running")
-        t0 = time.perf_counter()
-        result = dg.materialize(
-            assets, instance=instance, resources=resources, partition_key=video_id, raise_on_error=False,
-            tags={"chaffee/launched_by": "chaffee ingest"}, run_config=_quiet(log_level),
-        )
-        seconds = time.perf_counter() - t0
-        steps = step_seconds(instance, result.run_id)
-        if result.success:
-            detail = ", ".join(f"{k} {v:.1f}s" for k, v in steps.items())
-            progress(f"[{n}/{len(video_ids)}] {video_id}: done in {seconds:.1f} s ({detail})")
-            outcomes.append(VideoOutcome(video_id, True, seconds, step_seconds=steps))
-        else:
-            error = _first_failure(result)
-            progress(f"[{n}/{len(video_ids)}] {video_id}: FAILED after {seconds:.1f} s: {error}")
-            outcomes.append(VideoOutcome(video_id, False, seconds, error, steps))
-    return outcomes
-
-
 def reembed(
-    settings: Settings, instance: dg.DagsterInstance, progress: Callable[[str], None] = print, log_level: str = "WARNING"
+    settings: Settings, progress: Callable[[str], None] = print, stop: threading.Event | None = None
 ) -> list[str]:
-    """Materialise `embeddings` and `db_rows` for every video that has passages, as batched steps
+    """Materialise `embeddings` and `db_rows` for every video that has passages, as batched runs
     (one per contiguous range of partitions): nothing is downloaded or transcribed."""
     from chaffee_assets.lib.artifacts import ArtifactStore
     from chaffee_assets.lib.types import Passages
 
     store = ArtifactStore(settings.artifact_url)
-    keys = instance.get_dynamic_partitions(videos.name)
-    ready = [k for k in keys if store.exists("segments", k, Passages)]
+    with dagster_instance(settings) as instance:
+        keys = instance.get_dynamic_partitions(videos.name)
+    ready = {k for k in keys if store.exists("segments", k, Passages)}
     ranges: list[list[str]] = []
-    for k in keys:
+    for i, k in enumerate(keys):
         if k in ready:
-            if ranges and ranges[-1][-1] == keys[keys.index(k) - 1]:
+            if ranges and i and ranges[-1][-1] == keys[i - 1]:
                 ranges[-1].append(k)
             else:
                 ranges.append([k])
-    assets = all_assets(settings.embedding_model)
-    resources = build_resources(settings, archive_url(settings), str(head_file(settings)))
-    done: list[str] = []
-    for r in ranges:
-        progress(f"re-embedding {len(r)} videos ({r[0]} … {r[-1]}) with {settings.embedding_model}")
-        result = dg.materialize(
-            assets,
-            selection=["embeddings", "db_rows"],
-            instance=instance,
-            resources=resources,
-            tags={"dagster/asset_partition_range_start": r[0], "dagster/asset_partition_range_end": r[-1]},
-            raise_on_error=False,
-            run_config=_quiet(log_level),
-        )
-        if not result.success:
-            raise RuntimeError(f"re-embedding failed: {_first_failure(result)}")
-        done.extend(r)
-    return done
+    if not ranges:
+        return []
+    requests = [({"dagster/asset_partition_range_start": r[0], "dagster/asset_partition_range_end": r[-1],
+                  internals.LAUNCHED_BY: "chaffee reembed"}, ["embeddings", "db_rows"]) for r in ranges]
+    labels = [f"{len(r)} videos ({r[0]} … {r[-1]})" for r in ranges]
+    progress(f"re-embedding with {settings.embedding_model}: " + "; ".join(labels))
+    outcomes = _submit_and_follow(settings, labels, requests, progress, stop, 1.0)
+    failed = [o for o in outcomes if not o.ok]
+    if failed:
+        raise RunFailed("re-embedding failed: " + "; ".join(f"{o.video_id}: {o.error}" for o in failed))
+    return [k for r in ranges for k in r]

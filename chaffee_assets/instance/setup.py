@@ -16,11 +16,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from chaffee_assets.archive import db
 from chaffee_assets.instance import embedded_pg, model_service
 from chaffee_assets.instance.dagster_yaml import merge_dagster_yaml
+from chaffee_assets.lib.errors import ChaffeeError
 from chaffee_assets.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -152,3 +154,67 @@ def down(settings: Settings) -> dict[str, bool]:
         "model service": model_service.down(settings),
         "database": False if settings.database_url else embedded_pg.stop(settings.pg_data_dir),
     }
+
+
+class Daemon:
+    """The dagster-daemon a CLI ingest needs: the one running already (`chaffee dev`'s), else one
+    started here in its own session for as long as the ingest follows its runs (stopped, with the
+    runs it launched, at the end; its heartbeats wiped, so the next ingest does not take a stopped
+    daemon for a live one)."""
+
+    def __init__(self, settings: Settings, timeout_s: float = 180.0):
+        self.settings, self.timeout_s = settings, timeout_s
+        self.proc: Any = None
+        self.logfile = settings.state_path / "daemon.log"
+
+    def ensure(self, instance) -> bool:
+        """Start one unless one runs (here or elsewhere); True when started now."""
+        from chaffee_assets.instance.dagster_internals import daemon_alive
+
+        if (self.proc is not None and self.proc.poll() is None) or daemon_alive(instance):
+            return False
+        import subprocess
+        import sys
+
+        env = {**os.environ, **self.settings.to_environment(), "DAGSTER_HOME": str(self.settings.dagster_home)}
+        argv = [str(Path(sys.executable).with_name("dagster-daemon")), "run", "-w", str(write_workspace(self.settings))]
+        with open(self.logfile, "ab") as out:
+            self.proc = subprocess.Popen(["env", "--default-signal=INT,TERM", *argv], env=env, stdout=out,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + self.timeout_s
+        while not daemon_alive(instance):
+            if self.proc.poll() is not None:
+                raise ChaffeeError(f"dagster-daemon exited with {self.proc.returncode}; see {self.logfile}")
+            if time.monotonic() > deadline:
+                raise ChaffeeError(f"dagster-daemon not running after {self.timeout_s:.0f} s; see {self.logfile}")
+            time.sleep(0.5)
+        return True
+
+    def stop(self, instance) -> None:
+        import signal
+        import subprocess
+
+        if self.proc is None:
+            return
+        for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
+            try:
+                os.killpg(self.proc.pid, sig)
+                self.proc.wait(timeout=wait)
+                break
+            except ProcessLookupError:
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        self.proc = None
+        instance.wipe_daemon_heartbeats()
+
+
+@contextmanager
+def running_daemon(settings: Settings, instance) -> Iterator[Daemon]:
+    """A dagster-daemon on the instance while inside (see `Daemon`)."""
+    daemon = Daemon(settings)
+    daemon.ensure(instance)
+    try:
+        yield daemon
+    finally:
+        daemon.stop(instance)

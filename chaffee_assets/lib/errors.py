@@ -58,3 +58,7 @@ class DeviceUnavailable(ChaffeeError, ValueError):
 
 class ServiceUnavailable(ChaffeeError):
     """The model service did not answer (not started, restarting, its head gone) within the grace time."""
+
+
+class RunFailed(ChaffeeError):
+    """A run submitted from the command line failed (the message names what and why)."""

@@ -4,7 +4,7 @@ A profile is the L2-normalised running mean of ECAPA embeddings of a person's cl
 the embedding model that made it (a profile is only comparable with embeddings of the same model)
 and the list of clips it was built from.
 
-Loading policy: a missing voices folder gives [] with a warning (nothing enrolled yet). A profile
+Loading policy: a missing voices folder gives [] (nothing enrolled yet: not a problem). A profile
 made with another embedding model, or an unreadable profile.json, raises `VoiceProfileError` by
 default (`strict=True`): naming every speaker "Guest" because the profiles went stale would be a
 silent quality failure across the whole archive. `strict=False` skips such profiles with a warning.
@@ -133,7 +133,7 @@ def load_profiles(voices_dir: str | Path, model_id: str, strict: bool = True) ->
     """Every profile in `voices_dir`, sorted by name (see the module docstring for the policy)."""
     root = Path(voices_dir)
     if not root.is_dir():
-        log.warning("voices folder %s not found: no enrolled voices", root)
+        log.info("voices folder %s not found: no enrolled voices", root)
         return []
     try:
         folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))

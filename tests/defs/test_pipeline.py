@@ -1,5 +1,6 @@
-"""The whole chain through Dagster on a real instance (Postgres), real models, real yt-dlp downloads
-from 127.0.0.1: a monologue, an interview and a broken video in the same ingest."""
+"""The whole chain through Dagster on a real instance (Postgres), the real daemon launching the runs
+from its queue, the real model service, real yt-dlp downloads from 127.0.0.1: a monologue, an
+interview and a broken video in the same ingest."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import uuid
 import dagster as dg
 import pytest
 
-from chaffee_assets.app.ingest import reembed, register, run_videos
+from chaffee_assets.app.ingest import ingest, reembed, register
 from chaffee_assets.app.search import search
 from chaffee_assets.archive import db, writer
 from chaffee_assets.archive.search import choose_model
@@ -30,7 +31,7 @@ def _ingest(settings, instance, base_url, items, extra=()):
     srcs = [Source(i.video_id, f"{base_url}/{i.filename}", i.title, i.upload_date) for i in items]
     srcs += list(extra)
     register(settings, instance, srcs)
-    return {o.video_id: o for o in run_videos(settings, instance, [s.video_id for s in srcs], progress=lambda _: None)}
+    return {o.video_id: o for o in ingest(settings, [s.video_id for s in srcs], progress=lambda _: None)}
 
 
 # One ingest for the module (real models on CPU take a minute); the tests below read what it left,
@@ -161,7 +162,7 @@ def test_reembed_with_a_second_model_runs_only_embeddings_and_db_rows(settings, 
     with db.connect(settings.database_url) as conn:
         assert choose_model(conn, "all-mpnet-base-v2") == "all-MiniLM-L6-v2"
 
-    done = reembed(new, instance, progress=lambda _: None)
+    done = reembed(new, progress=lambda _: None)
     assert set(done) == {"demo-jfk-flac", "demo-interview"}
 
     new_runs = [r for r in instance.get_runs() if r.run_id not in runs_before]
@@ -183,7 +184,7 @@ def test_a_silent_video_goes_through_every_asset_and_writes_no_passages(settings
     silent = tmp_path / "silent-talk.wav"
     sf.write(silent, np.zeros(16_000 * 5, dtype=np.float32), 16_000)
     register(settings, instance, [Source("silent-talk", str(silent), "Nothing said")])
-    [outcome] = run_videos(settings, instance, ["silent-talk"], progress=lambda _: None)
+    [outcome] = ingest(settings, ["silent-talk"], progress=lambda _: None)
     assert outcome.ok, outcome.error
     assert _meta(instance, "transcript", "silent-talk")["empty"] is True
     assert _meta(instance, "segments", "silent-talk")["passages"] == 0

@@ -14,7 +14,7 @@ def test_upstream_still_spins_while_a_step_waits_for_a_pool_slot():
     """If this fails, Dagster's own interval is positive again: remove `fix_pool_wait_busy_loop`."""
     code = (
         "from dagster._core.execution.plan.instance_concurrency_context import InstanceConcurrencyContext as C\n"
-        "from chaffee_assets.instance.dagster_patches import interval_is_broken\n"
+        "from chaffee_assets.instance.dagster_internals import interval_is_broken\n"
         "print(interval_is_broken(C))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
@@ -25,7 +25,7 @@ def test_loading_the_code_location_applies_the_patches():
     code = (
         "import chaffee_assets.definitions\n"
         "from dagster._core.execution.plan.instance_concurrency_context import InstanceConcurrencyContext as C\n"
-        "from chaffee_assets.instance.dagster_patches import interval_is_broken\n"
+        "from chaffee_assets.instance.dagster_internals import interval_is_broken\n"
         "print(interval_is_broken(C))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
@@ -35,9 +35,9 @@ def test_loading_the_code_location_applies_the_patches():
 def test_a_run_waiting_for_a_gpu_slot_sleeps_and_starts_when_the_slot_is_freed(instance):
     """Dagster 1.13's in-process executor spins while a step waits for a pool slot; patched, it
     sleeps between claim checks."""
-    from chaffee_assets.instance import dagster_patches
+    from chaffee_assets.instance import dagster_internals
 
-    assert dagster_patches.apply() == {"pool_wait_busy_loop": True}
+    assert dagster_internals.apply() == {"pool_wait_busy_loop": True}
 
     @dg.asset(pool="gpu")
     def needs_the_gpu() -> int:

@@ -1,0 +1,179 @@
+"""Dagster's internals, in one room: what the project does with them, guarded, tested
+(tests/instance/test_dagster_internals.py), nowhere else.
+
+1. A patch, applied explicitly by the code location's start-up (`chaffee_assets/definitions.py`:
+   `apply()`), checking the behaviour it fixes first, with a test that says whether upstream still
+   needs it (below).
+2. Runs submitted to the instance's queue from a process that is not the webserver (`chaffee
+   ingest`, `chaffee reembed`): what Dagster's own `dagster job launch` does, through the same
+   internal API (a workspace process context, the implicit asset job's snapshot, `create_run`,
+   `submit_run`); runs cancelled through the run coordinator; runs left behind by a process that no
+   longer exists marked failed and their pool slots freed.
+
+**A run waiting for a `gpu` slot sleeps until its next claim check instead of spinning.**
+
+Dagster 1.13's in-process executor (`execute_plan.inner_plan_execution_iterator`) sleeps
+`ActiveExecution.sleep_interval()` between attempts to start a step blocked on a pool, and that
+interval comes from `InstanceConcurrencyContext.interval_to_next_pending_claim_check`, which returns
+`min([0, …seconds to each pending check…])`: never positive. So a run whose next step waits for a
+slot re-evaluates its plan in a tight loop. Measured on the benchmark (12 videos, 2 cores, gpu
+pool 2): three runs waiting on the pool held ~45 % of a core each, for minutes, while the one step
+that had a slot computed: the waiting runs took the CPU from the model they were waiting for.
+
+`fix_pool_wait_busy_loop` makes the interval the time to the next pending claim check (the event
+log storage's poll, `instance/event_log.py`), as the method's name says. It checks the behaviour first and
+changes nothing once Dagster returns a positive interval itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from chaffee_assets.lib.errors import ChaffeeError
+
+log = logging.getLogger(__name__)
+
+TESTED_WITH = "1.13.27"  # the Dagster version these patches were measured and tested on
+
+
+def _interval_to_next_pending_claim_check(self) -> float:
+    if not self._pending_claims or not self._pending_timeouts:
+        return 0.0
+    return max(0.0, min(self._pending_timeouts.values()) - time.time())
+
+
+def interval_is_broken(cls) -> bool:
+    """Whether `cls.interval_to_next_pending_claim_check` answers 0 with a check 60 s away."""
+
+    class Probe:
+        _pending_claims = {"step"}
+        _pending_timeouts = {"step": time.time() + 60.0}
+
+    return cls.interval_to_next_pending_claim_check(Probe()) <= 0.0
+
+
+def fix_pool_wait_busy_loop() -> bool:
+    """Patch Dagster's interval when it is the busy-looping one; True when patched (now or before)."""
+    from dagster._core.execution.plan.instance_concurrency_context import InstanceConcurrencyContext
+
+    method = InstanceConcurrencyContext.interval_to_next_pending_claim_check
+    if method is _interval_to_next_pending_claim_check:
+        return True
+    if not interval_is_broken(InstanceConcurrencyContext):
+        return False
+    InstanceConcurrencyContext.interval_to_next_pending_claim_check = _interval_to_next_pending_claim_check
+    log.debug("dagster: a step blocked on a pool now sleeps until its next claim check")
+    return True
+
+
+def apply() -> dict[str, bool]:
+    """Apply every patch Dagster still needs here; {patch: applied}. Idempotent."""
+    import dagster
+
+    if dagster.__version__ != TESTED_WITH:
+        log.info("dagster %s (patches tested with %s): each patch checks its behaviour first", dagster.__version__, TESTED_WITH)
+    return {"pool_wait_busy_loop": fix_pool_wait_busy_loop()}
+
+
+# -- runs submitted to the queue --------------------------------------------------------------------
+
+LAUNCHED_BY = "chaffee/launched_by"
+BATCH = "chaffee/batch"
+
+
+@contextmanager
+def workspace_context(instance, workspace_file: Path):
+    """The code location as the daemon loads it (the same workspace file: the same location name)."""
+    import dagster
+    from dagster._core.workspace.context import WorkspaceProcessContext
+    from dagster._core.workspace.load_target import WorkspaceFileTarget
+
+    with WorkspaceProcessContext(instance, WorkspaceFileTarget([str(workspace_file)]), version=dagster.__version__) as wpc:
+        ctx = wpc.create_request_context()
+        for name, entry in ctx.get_code_location_entries().items():
+            if entry.load_error:
+                raise ChaffeeError(f"the code location {name} failed to load: {entry.load_error.message.strip()}")
+        yield ctx
+
+
+def submit_runs(ctx, instance, requests: list[tuple[dict[str, str], list[str]]]) -> list[str]:
+    """One queued run per request (its tags, the asset keys it materialises); their run ids."""
+    from dagster import AssetKey
+    from dagster._core.definitions.assets.job.asset_job import IMPLICIT_ASSET_JOB_NAME
+    from dagster._core.definitions.selector import JobSubsetSelector
+    from dagster._core.storage.dagster_run import DagsterRunStatus
+
+    (location,) = [ctx.get_code_location(n) for n in ctx.get_code_location_entries()]
+    (repo,) = location.get_repositories().values()
+    plans: dict[tuple[str, ...], tuple] = {}
+    run_ids = []
+    for tags, assets in requests:
+        keys = tuple(sorted(assets))
+        if keys not in plans:
+            selector = JobSubsetSelector(location_name=location.name, repository_name=repo.name,
+                                         job_name=IMPLICIT_ASSET_JOB_NAME, op_selection=None,
+                                         asset_selection=[AssetKey(k) for k in keys])
+            job = location.get_job(selector)
+            plans[keys] = (job, location.get_execution_plan(job, run_config={}, step_keys_to_execute=None,
+                                                            known_state=None, instance=instance))
+        job, plan = plans[keys]
+        run = instance.create_run(
+            job_name=job.name, run_id=None, run_config={}, status=DagsterRunStatus.NOT_STARTED,
+            tags={**job.tags, **tags}, root_run_id=None, parent_run_id=None, step_keys_to_execute=None,
+            execution_plan_snapshot=plan.execution_plan_snapshot, job_snapshot=job.job_snapshot,
+            parent_job_snapshot=job.parent_job_snapshot, asset_selection=frozenset(AssetKey(k) for k in keys),
+            asset_check_selection=None, resolved_op_selection=None, op_selection=None,
+            remote_job_origin=job.get_remote_origin(), job_code_origin=job.get_python_origin(),
+            asset_graph=ctx.asset_graph,
+        )
+        instance.submit_run(run.run_id, ctx)
+        run_ids.append(run.run_id)
+    return run_ids
+
+
+def cancel_runs(instance, run_ids: list[str]) -> None:
+    """Cancel what has not finished: queued runs at once, started ones through their code server."""
+    from dagster._core.storage.dagster_run import DagsterRunStatus
+
+    for run_id in run_ids:
+        run = instance.get_run_by_id(run_id)
+        if run is None or run.is_finished:
+            continue
+        if run.status == DagsterRunStatus.NOT_STARTED:
+            instance.report_run_canceled(run, message="cancelled by chaffee ingest")
+        else:
+            instance.run_coordinator.cancel_run(run_id)
+
+
+def force_cancel(instance, run_ids: list[str]) -> None:
+    """Runs that did not stop in time: marked cancelled, their pool slots and claims freed."""
+    for run_id in run_ids:
+        run = instance.get_run_by_id(run_id)
+        if run is not None and not run.is_finished:
+            instance.report_run_canceled(run, message="cancelled by chaffee ingest (did not stop in time)")
+        instance.event_log_storage.free_concurrency_slots_for_run(run_id)
+
+
+def daemon_alive(instance, within_s: float = 60.0) -> bool:
+    """Whether a dagster-daemon (the queue's, run monitoring's) sent a heartbeat lately."""
+    beats = instance.get_daemon_heartbeats()
+    beat = beats.get("QUEUED_RUN_COORDINATOR")
+    return beat is not None and time.time() - beat.timestamp < within_s
+
+
+def clear_orphans(instance) -> list[str]:
+    """With no daemon alive, runs still marked in progress were left by a process that no longer
+    exists (their code server was that daemon's, or an ingest's): marked failed, slots freed."""
+    from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES, RunsFilter
+
+    if daemon_alive(instance):
+        return []
+    stale = instance.get_runs(RunsFilter(statuses=list(IN_PROGRESS_RUN_STATUSES)))
+    for run in stale:
+        instance.add_run_tags(run.run_id, {"dagster/max_retries": "0"})  # reported, not run again
+        instance.report_run_failed(run, message="its process no longer exists (found by chaffee up)")
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+    return [r.run_id for r in stale]
