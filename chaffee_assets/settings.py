@@ -84,8 +84,18 @@ class Settings(BaseSettings):
         1, alias="EVENT_LOG_CONNECTIONS", ge=0,
         description="Connections each Dagster process holds open to its event log; 0: a new one per statement (dagster-postgres's default).",
     )
+    download_timeout_seconds: float = Field(
+        3600.0, alias="DOWNLOAD_TIMEOUT_SECONDS", gt=0,
+        description="Overall deadline of one video's download (retries included); a stalled or trickling server fails the video.",
+    )
+    max_download_bytes: int = Field(3 << 30, alias="MAX_DOWNLOAD_BYTES", gt=0, description="Largest media file downloaded.")
+    listing_timeout_seconds: float = Field(120.0, alias="LISTING_TIMEOUT_SECONDS", gt=0, description="Deadline of a feed or channel listing.")
     sensor_max_per_tick: int = Field(25, alias="SENSOR_MAX_PER_TICK", ge=1)
     sensor_interval_seconds: int = Field(3600, alias="SENSOR_INTERVAL_SECONDS", ge=30)
+    channel_quiet_days: float = Field(
+        14.0, alias="CHANNEL_QUIET_DAYS", gt=0,
+        description="Days without a video downloaded after which `audio`'s freshness check fails (a dead or moved channel).",
+    )
 
     @field_validator(
         "database_url", "dagster_database_url", "artifact_root", "pyannote_model", "whisper_language", "ray_address",

@@ -29,6 +29,9 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     print(f"pools      gpu={settings.asr_workers}  runs in flight={settings.download_workers}")
     if r.migrations_applied:
         print(f"migrations {', '.join(r.migrations_applied)}")
+    if r.orphans_cleared:
+        print(f"runs       {len(r.orphans_cleared)} left running by a process that no longer exists: marked failed, "
+              f"their gpu slots freed ({', '.join(x[:8] for x in r.orphans_cleared)})")
     return 0
 
 
@@ -55,7 +58,7 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     print(f"dagster    DAGSTER_HOME={settings.dagster_home}")
     with dagster_instance(settings) as instance:
         limit = instance.event_log_storage.get_concurrency_info("gpu").slot_count
-        parts = len(instance.get_dynamic_partitions("videos"))
+        states = video_states(instance)
     print(f"pools      gpu={limit}  runs in flight={settings.download_workers}")
     print(f"models     whisper={settings.whisper_model} embedding={settings.embedding_model} "
           f"diarization={settings.diarization_method} device={settings.device}")
@@ -63,10 +66,40 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     print(f"artifacts  {settings.artifact_url}")
     with db.connect(archive_url(settings)) as conn:
         c = writer.counts(conn)
-    print(f"archive    {parts} video partitions, {c['videos']} videos, {c['segments']} passages")
+    print(f"archive    {states['partitions']} video partitions: {states['stored']} stored, {len(states['failed'])} failed, "
+          f"{states['partitions'] - states['stored'] - len(states['failed'])} not run yet; {c['segments']} passages")
+    for video_id, cause in list(states["failed"].items())[:10]:
+        print(f"failed     {video_id}: {cause}")
+    for video_id, names in list(states["checks"].items())[:10]:
+        print(f"check      {video_id}: failed {', '.join(sorted(names))}")
+    if len(states["checks"]) > 10:
+        print(f"check      … {len(states['checks']) - 10} more videos with failed checks (the UI's Checks tab)")
     for model, n in sorted(c.get("vectors", {}).items()):
         print(f"vectors    {model}: {n}")
     return 0
+
+
+def video_states(instance) -> dict:
+    """Partitions; stored (db_rows materialised); failed (the latest run of a video not stored failed), with the
+    cause; checks (video -> the asset checks whose latest evaluation failed)."""
+    import dagster as dg
+
+    from chaffee_assets.app.ingest import failure_cause
+    from chaffee_assets.defs.checks import ALL_CHECKS
+    from chaffee_assets.defs.checks import failing as failing_checks
+    from chaffee_assets.defs.partitions import run_video
+
+    partitions = instance.get_dynamic_partitions("videos")
+    stored = set(instance.get_materialized_partitions(dg.AssetKey("db_rows"))) & set(partitions)
+    latest: dict[str, object] = {}
+    for record in instance.get_run_records():  # newest first
+        key = run_video(record.dagster_run.tags)
+        if key and key not in latest:
+            latest[key] = record.dagster_run
+    failed = {k: failure_cause(instance, r.run_id) for k, r in latest.items()
+              if k in partitions and k not in stored and r.status.value in ("FAILURE", "CANCELED")}
+    checks = {k: v for k, v in failing_checks(instance, ALL_CHECKS).items() if k in partitions}
+    return {"partitions": len(partitions), "stored": len(stored), "failed": failed, "checks": checks}
 
 
 def _print_service(settings: Settings) -> None:
@@ -117,10 +150,10 @@ def _stop_on_signals():
 def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     from chaffee_assets.app.ingest import ingest, register
 
-    items = _listed(settings, args, service=True)
-    print(f"{len(items)} videos: {', '.join(s.video_id for s in items)}")
+    listed = _listed(settings, args, service=True)
     with dagster_instance(settings) as instance:
-        register(settings, instance, items)
+        items, _ = register(settings, instance, listed)
+    print(f"{len(items)} videos: {', '.join(s.video_id for s in items)}")
     with _stop_on_signals() as stop:
         outcomes = ingest(settings, [s.video_id for s in items], stop=stop)
     failed = [o for o in outcomes if not o.ok]
@@ -135,7 +168,7 @@ def cmd_add(settings: Settings, args: argparse.Namespace) -> int:
 
     items = _listed(settings, args, service=False)
     with dagster_instance(settings) as instance:
-        new = register(settings, instance, items)
+        _, new = register(settings, instance, items)
     print(f"{len(items)} videos listed, {len(new)} new partitions: {', '.join(new) or 'none'}")
     if new:
         print("backfill them from the UI (Assets, select all, Materialize, choose the partitions) or with `chaffee ingest`")
@@ -205,8 +238,8 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
     env = {**os.environ, "DAGSTER_HOME": str(settings.dagster_home)}
     from chaffee_assets.instance.setup import write_workspace
 
-    dagster = Path(sys.executable).parent / "dagster"  # the one installed beside this Python
-    argv = [str(dagster), "dev", "-w", str(write_workspace(settings)), "-h", args.host, "-p", str(args.port)]
+    # this Python's Dagster (and so this install of the project), however it was installed
+    argv = [sys.executable, "-m", "dagster", "dev", "-w", str(write_workspace(settings)), "-h", args.host, "-p", str(args.port)]
     print(f"Dagster UI on http://{args.host}:{args.port} (DAGSTER_HOME={settings.dagster_home})", flush=True)
     os.execvpe(argv[0], argv, env)
     return 0  # not reached
@@ -284,16 +317,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _quiet_libraries() -> None:
     """Keep the terminal to what the user asked for: known, harmless library chatter is dropped."""
-    import warnings
-
-    for message in (
-        r".*backfill_policy.*beta",  # dagster: the parameter is beta, its use is deliberate
-        r"Asset job .* varying BackfillPolicies",  # a one-video run of the whole chain
-        r"(?s).*torchcodec is not installed correctly",  # pyannote: we pass waveforms in memory
-    ):
-        warnings.filterwarnings("ignore", message=message)
-    for name in ("speechbrain", "pyannote", "faster_whisper"):
+    # Ray and Ray Serve announce every connection and deployment at INFO; the models log in the
+    # service's own files (.chaffee/ray), never here
+    for name in ("ray", "ray.serve", "speechbrain", "pyannote", "faster_whisper"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    os.environ.setdefault("RAY_SERVE_LOG_TO_STDERR", "0")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -306,12 +334,40 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault(var, value)
     try:
         return args.fn(get_settings(), args)
-    except ChaffeeError as e:
-        print(f"chaffee: error: {e}", file=sys.stderr)
+    except Exception as e:  # noqa: BLE001 - the known classes become one line; the rest stays a traceback
+        line = known_failure(e)
+        if line is None:
+            raise
+        print(f"chaffee: error: {line}", file=sys.stderr)
         return 2
-    except FileNotFoundError as e:
-        print(f"chaffee: error: {e}", file=sys.stderr)
-        return 2
+
+
+def known_failure(e: BaseException) -> str | None:
+    """One line for the failures a user meets and can act on; None for a bug (a traceback)."""
+    import errno
+
+    from chaffee_assets.archive.db import redacted
+
+    if isinstance(e, ChaffeeError | FileNotFoundError):
+        return str(e)
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"the disk is full ({e.filename or e.strerror}): free some space and try again"
+    if isinstance(e, PermissionError):
+        return f"permission denied: {e.filename or e}"
+    for cause in _causes(e):
+        name = type(cause).__module__ + "." + type(cause).__name__
+        if name.startswith(("sqlalchemy.exc.", "psycopg", "psycopg2")) and "Operational" in type(cause).__name__:
+            text = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+            return f"the database is unreachable ({redacted(text)}): is it running (`chaffee up`)?"
+    return None
+
+
+def _causes(e: BaseException):
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        yield e
+        e = e.__cause__ or e.__context__
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ def run_demo(settings: Settings, fixtures_dir: Path | None = None) -> int:
         print(f"== demo channel: {feed_url} ({len(items)} videos)")
         found = expand([feed_url])
         with dagster_instance(settings) as instance:
-            register(settings, instance, found)
+            found, _ = register(settings, instance, found)
         outcomes = ingest(settings, [s.video_id for s in found])
     finally:
         stop()

@@ -25,8 +25,8 @@ from chaffee_assets.defs.metadata import step_seconds
 from chaffee_assets.defs.partitions import videos
 from chaffee_assets.instance import dagster_internals as internals
 from chaffee_assets.instance.setup import archive_url, dagster_instance, running_daemon, write_workspace
-from chaffee_assets.lib.errors import RunFailed
-from chaffee_assets.lib.ids import id_for_source, youtube_id
+from chaffee_assets.lib.errors import DatabaseError, RunFailed, is_database_outage
+from chaffee_assets.lib.ids import id_for_file, id_for_url, youtube_id
 from chaffee_assets.lib.types import Source
 from chaffee_assets.settings import Settings
 
@@ -35,7 +35,9 @@ log = logging.getLogger(__name__)
 _FEED_SUFFIXES = (".rss", ".xml", ".atom")
 _CHANNEL_MARKERS = ("/@", "/channel/", "/c/", "/user/", "/playlist", "list=")
 ALL_ASSETS = ["audio", "transcript", "diarization", "speaker_labels", "segments", "embeddings", "db_rows"]
-CANCEL_GRACE_S = 15.0  # a cancelled run that has not stopped by then is marked cancelled, its slots freed
+DATABASE_PATIENCE_S = 900.0  # an outage longer than this ends the ingest with an error
+CANCEL_GRACE_S = 15.0
+RETRY_DECISION_S = 15.0  # a failed run without Dagster's retry decision yet is final after this  # a cancelled run that has not stopped by then is marked cancelled, its slots freed
 
 
 @dataclass
@@ -59,34 +61,38 @@ def is_feed(source: str) -> bool:
     return path.endswith(_FEED_SUFFIXES) or any(m in source for m in _CHANNEL_MARKERS)
 
 
-def expand(items: Iterable[str]) -> list[Source]:
-    """Sources for command-line items: files, media URLs, YouTube videos, channels and feeds."""
+def expand(items: Iterable[str], listing_deadline_s: float | None = None) -> list[Source]:
+    """Sources for command-line items: files, media URLs, YouTube videos, channels and feeds. What
+    the user names here is theirs to name (a local file too, `origin="cli"`); what a feed or a
+    channel lists is a listing's (http(s) media only)."""
     from chaffee_assets.lib.media.feed import list_channel
 
     out: list[Source] = []
     for item in items:
         if is_feed(item):
             url = Path(item).resolve().as_uri() if "://" not in item else item
-            out.extend(list_channel(url))
-        elif "://" not in item:
-            path = Path(item).expanduser().resolve()
+            out.extend(list_channel(url, listing_deadline_s) if listing_deadline_s else list_channel(url))
+        elif "://" not in item or item.startswith("file://"):
+            path = Path(urlparse(item).path if item.startswith("file://") else item).expanduser().resolve()
             if not path.is_file():
                 raise FileNotFoundError(f"no such file: {item}")
-            out.append(Source(id_for_source(str(path)), str(path), path.stem))
+            out.append(Source(id_for_file(path), str(path), path.stem, origin="cli"))
         else:
-            out.append(Source(id_for_source(item), item))
+            out.append(Source(id_for_url(item), item, origin="cli"))
     return out
 
 
-def register(settings: Settings, instance: dg.DagsterInstance, items: list[Source]) -> list[str]:
-    """Record the videos' sources and make them `videos` partitions; returns the ids that were new."""
+def register(settings: Settings, instance: dg.DagsterInstance, items: list[Source]) -> tuple[list[Source], list[str]]:
+    """Record the videos' sources (`archive.sources.register`: one video, one id) and make them
+    `videos` partitions; returns (the sources as stored, the ids that were new partitions)."""
     with db.connect(archive_url(settings)) as conn:
-        sources.register(conn, items)
+        stored = sources.register(conn, items)
+    stored = list({s.video_id: s for s in stored}.values())  # one media named twice: one video
     known = set(instance.get_dynamic_partitions(videos.name))
-    new = [s.video_id for s in items if s.video_id not in known]
+    new = [s.video_id for s in stored if s.video_id not in known]
     if new:
         instance.add_dynamic_partitions(videos.name, new)
-    return new
+    return stored, new
 
 
 
@@ -153,6 +159,7 @@ class _Follower:
     total: int
     attempts: int = 1
     shown: str = "QUEUED"
+    failed_seen: float = 0.0
     started_at: float = field(default_factory=time.time)
     outcome: VideoOutcome | None = None
 
@@ -177,10 +184,15 @@ class _Follower:
         if retry is not None:
             progress(f"[{self.n}/{self.total}] {self.label}: run failed ({failure_cause(instance, self.run_id)}); "
                      f"retried (attempt {self.attempts + 1})")
-            self.run_id, self.attempts, self.shown = retry, self.attempts + 1, "QUEUED"
+            self.run_id, self.attempts, self.shown, self.failed_seen = retry, self.attempts + 1, "QUEUED", 0.0
             return
-        if run.tags.get("dagster/will_retry") == "true":
+        will_retry = run.tags.get("dagster/will_retry")
+        if will_retry == "true":
             return  # its retry is about to be created
+        if will_retry is None and status == "FAILURE":  # the tag follows the failure by a moment
+            self.failed_seen = self.failed_seen or time.monotonic()
+            if time.monotonic() - self.failed_seen < RETRY_DECISION_S:
+                return
         error = "cancelled" if status == "CANCELED" else failure_cause(instance, self.run_id)
         progress(f"[{self.n}/{self.total}] {self.label}: FAILED after {seconds:.1f} s: {error}")
         self.outcome = VideoOutcome(self.label, False, seconds, error, step_seconds(instance, self.run_id), self.run_id, self.attempts)
@@ -198,19 +210,43 @@ def _retry_of(instance, run) -> str | None:
 
 def _follow(instance, followers: list[_Follower], progress, stop: threading.Event, poll_s: float, daemon) -> list[VideoOutcome]:
     checked = time.monotonic()
+    outage: float | None = None
     while any(f.outcome is None for f in followers):
-        if stop.is_set():
-            _cancel(instance, followers, progress)
-            break
-        for f in followers:
-            f.step(instance, progress)
-        if time.monotonic() - checked > 30:  # the daemon we relied on may have gone
-            checked = time.monotonic()
-            if daemon.ensure(instance):
-                progress("dagster-daemon restarted (the one running had stopped)")
+        try:
+            if stop.is_set():
+                _cancel(instance, followers, progress)
+                break
+            for f in followers:
+                f.step(instance, progress)
+            if time.monotonic() - checked > 10:
+                checked = time.monotonic()
+                _reap_dead_workers(instance, followers, progress)
+                if daemon.ensure(instance):  # the daemon we relied on may have gone
+                    progress("dagster-daemon restarted (the one running had stopped)")
+            if outage is not None:
+                progress(f"the database is back after {time.monotonic() - outage:.0f} s")
+                outage = None
+        except Exception as e:
+            if not is_database_outage(e):
+                raise
+            if outage is None:
+                outage = time.monotonic()
+                progress("the database is unreachable: waiting for it (the runs fail and are retried once it is back)")
+            elif time.monotonic() - outage > DATABASE_PATIENCE_S:
+                raise DatabaseError(f"the database has been unreachable for {DATABASE_PATIENCE_S:.0f} s", transient=True) from e
         stop.wait(poll_s)
     return [f.outcome or VideoOutcome(f.label, False, time.time() - f.started_at, "cancelled", {}, f.run_id, f.attempts)
             for f in followers]
+
+
+def _reap_dead_workers(instance, followers: list[_Follower], progress) -> None:
+    """Runs whose worker died without anyone reporting it: failed, slots freed, so they are retried."""
+    for f in followers:
+        if f.outcome is None and f.shown in ("STARTING", "STARTED"):
+            pid = internals.dead_worker_pid(instance, f.run_id)
+            if pid is not None:
+                progress(f"[{f.n}/{f.total}] {f.label}: its run's process (pid {pid}) is gone; marking the run failed")
+                internals.fail_dead_run(instance, f.run_id, pid)
 
 
 def _cancel(instance, followers: list[_Follower], progress) -> None:

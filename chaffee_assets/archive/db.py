@@ -40,7 +40,7 @@ def connect(url: str, **kwargs) -> psycopg.Connection:
     try:
         conn = psycopg.connect(url, **kwargs)
     except psycopg.OperationalError as e:
-        raise DatabaseError(f"cannot connect to the archive database {redacted(url)}: {_first_line(e)}") from e
+        raise DatabaseError(f"cannot connect to the archive database {redacted(url)}: {_first_line(e)}", transient=True) from e
     try:
         from pgvector.psycopg import register_vector
 

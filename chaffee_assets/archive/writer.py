@@ -240,7 +240,8 @@ def _db_errors(video_id: str, doing: str) -> Iterator[None]:
     try:
         yield
     except psycopg.Error as e:
-        raise DatabaseError(f"video {video_id}: {doing} failed: {type(e).__name__}: {e}") from e
+        raise DatabaseError(f"video {video_id}: {doing} failed: {type(e).__name__}: {e}",
+                            transient=isinstance(e, psycopg.OperationalError)) from e
 
 
 def _check(meta: VideoMeta, passages: Passages, vectors: PassageVectors) -> None:

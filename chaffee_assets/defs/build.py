@@ -7,6 +7,7 @@ import os
 import dagster as dg
 
 from chaffee_assets.defs.assets import all_assets
+from chaffee_assets.defs.checks import channel_freshness, freshness_sensor
 from chaffee_assets.defs.io import ArtifactIOManager
 from chaffee_assets.defs.resources import (
     ArchiveResource,
@@ -35,7 +36,10 @@ def build_resources(settings: Settings, archive_url: str, service_address_file: 
     return {
         "artifacts": ArtifactIOManager(root=settings.artifact_url),
         "archive": ArchiveResource(database_url=archive),
-        "downloader": DownloaderResource(workdir=str(settings.state_path / "downloads")),
+        "downloader": DownloaderResource(
+            workdir=str(settings.state_path / "downloads"), timeout_seconds=settings.download_timeout_seconds,
+            max_bytes=settings.max_download_bytes,
+        ),
         "models": ModelServiceResource(address=settings.ray_address or "", address_file="" if settings.ray_address else service_address_file),
         "speech_options": SpeechOptionsResource(
             whisper_model=settings.whisper_model,
@@ -52,14 +56,18 @@ def build_resources(settings: Settings, archive_url: str, service_address_file: 
             embedding_model=settings.embedding_model,
             batch_size=settings.batch_size,
         ),
-        "channel": ChannelResource(url=settings.channel_url, max_per_tick=settings.sensor_max_per_tick),
+        "channel": ChannelResource(
+            url=settings.channel_url, max_per_tick=settings.sensor_max_per_tick, timeout_seconds=settings.listing_timeout_seconds,
+        ),
     }
 
 
 def build_definitions(settings: Settings, archive_url: str, service_address_file: str = "") -> dg.Definitions:
+    freshness = channel_freshness(settings.channel_quiet_days)
     return dg.Definitions(
         assets=all_assets(settings.embedding_model),
-        sensors=[build_new_uploads_sensor(settings.sensor_interval_seconds)],
+        asset_checks=freshness,
+        sensors=[build_new_uploads_sensor(settings.sensor_interval_seconds), freshness_sensor(freshness)],
         resources=build_resources(settings, archive_url, service_address_file),
         executor=dg.in_process_executor,
     )

@@ -33,6 +33,8 @@ class DownloaderResource(dg.ConfigurableResource):
     workdir: str
     retries: int = 3
     backoff_seconds: float = 2.0
+    timeout_seconds: float = 3600.0  # the whole download, retries included
+    max_bytes: int = 3 << 30
 
 
 class ModelServiceResource(dg.ConfigurableResource):

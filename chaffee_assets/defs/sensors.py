@@ -8,7 +8,7 @@ import dagster as dg
 from chaffee_assets.archive import sources
 from chaffee_assets.defs.partitions import videos
 from chaffee_assets.defs.resources import ArchiveResource
-from chaffee_assets.lib.errors import FeedError
+from chaffee_assets.lib.errors import FeedError, SourceConflict
 
 PIPELINE = dg.AssetSelection.all()
 
@@ -16,6 +16,11 @@ PIPELINE = dg.AssetSelection.all()
 class ChannelResource(dg.ConfigurableResource):
     url: str
     max_per_tick: int = 25
+    timeout_seconds: float = 120.0  # the listing's deadline
+
+
+class ChannelUnavailable(Exception):
+    """The channel could not be listed: the sensor's tick fails with this cause."""
 
 
 def run_priority(n: int, total: int) -> dict[str, str]:
@@ -47,10 +52,9 @@ def build_new_uploads_sensor(interval_seconds: int) -> dg.SensorDefinition:
         from chaffee_assets.lib.media.feed import list_channel
 
         try:
-            entries = list_channel(channel.url)
-        except FeedError as e:
-            context.log.warning("channel %s not listed, tick skipped (cursor kept): %s", channel.url, e)
-            return dg.SkipReason(f"channel not listed: {e}")
+            entries = list_channel(channel.url, channel.timeout_seconds)
+        except FeedError as e:  # a dead channel is not "nothing new": the tick fails (red, with the cause)
+            raise ChannelUnavailable(f"channel not listed (cursor kept): {e}") from None
 
         requested = _cursor_ids(context.cursor)
         known = set(context.instance.get_dynamic_partitions(videos.name))
@@ -58,9 +62,15 @@ def build_new_uploads_sensor(interval_seconds: int) -> dg.SensorDefinition:
         if not new:
             return dg.SkipReason(f"no new videos among {len(entries)} listed")
 
+        ids = []
         with archive.connect() as conn:
-            sources.register(conn, new)
-        ids = [e.video_id for e in new]
+            for entry in new:
+                try:
+                    ids += [s.video_id for s in sources.register(conn, [entry])]
+                except SourceConflict as e:  # this entry only: the others go on
+                    context.log.warning("skipped: %s", e)
+        if not ids:
+            return dg.SkipReason(f"no new videos among {len(entries)} listed ({len(new)} refused)")
         context.log.info("new videos: %s", ", ".join(ids))
         return dg.SensorResult(
             run_requests=[

@@ -177,3 +177,35 @@ def clear_orphans(instance) -> list[str]:
         instance.report_run_failed(run, message="its process no longer exists (found by chaffee up)")
         instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
     return [r.run_id for r in stale]
+
+
+def dead_worker_pid(instance, run_id: str) -> int | None:
+    """The pid of a run's worker process on this machine when that process no longer exists (the
+    code server that would report it is gone too: a database outage, a killed daemon); else None."""
+    import os
+    import re
+
+    for entry in instance.all_logs(run_id):
+        ev = entry.dagster_event
+        if ev is None or ev.event_type_value != "ENGINE_EVENT":
+            continue
+        found = re.search(r"Started process for run \(pid: (\d+)\)", entry.message or "")
+        if found:
+            pid = int(found.group(1))
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return pid
+            except PermissionError:
+                return None
+            return None
+    return None
+
+
+def fail_dead_run(instance, run_id: str, pid: int) -> None:
+    """A run whose worker died unreported: marked failed (so run retries run it again) and its
+    pool slots and pending claims freed."""
+    run = instance.get_run_by_id(run_id)
+    if run is not None and not run.is_finished:
+        instance.report_run_failed(run, message=f"its process (pid {pid}) died without reporting")
+    instance.event_log_storage.free_concurrency_slots_for_run(run_id)

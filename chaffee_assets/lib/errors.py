@@ -49,7 +49,11 @@ class SearchError(ChaffeeError):
 
 
 class DatabaseError(ChaffeeError):
-    pass
+    """A database failure; `transient`: the server was unreachable or went away (worth retrying)."""
+
+    def __init__(self, message: str, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
 
 
 class DeviceUnavailable(ChaffeeError, ValueError):
@@ -62,3 +66,21 @@ class ServiceUnavailable(ChaffeeError):
 
 class RunFailed(ChaffeeError):
     """A run submitted from the command line failed (the message names what and why)."""
+
+
+class SourceConflict(ChaffeeError):
+    """A video id already registered for another source."""
+
+
+def is_database_outage(e: BaseException) -> bool:
+    """Whether `e` (or what caused it) is a database that cannot be reached or went away: psycopg's
+    and SQLAlchemy's OperationalError, or ours for it (a transient DatabaseError)."""
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, DatabaseError) and e.transient:
+            return True
+        if type(e).__name__ == "OperationalError" and type(e).__module__.startswith(("sqlalchemy", "psycopg")):
+            return True
+        e = e.__cause__ or e.__context__
+    return False

@@ -26,6 +26,10 @@ def is_valid_video_id(video_id: str) -> bool:
     return isinstance(video_id, str) and bool(_VIDEO_ID.fullmatch(video_id))
 
 
+def youtube_host(url: str) -> bool:
+    return (urlparse(url).hostname or "").lower() in _YOUTUBE_HOSTS
+
+
 def youtube_id(url: str) -> str | None:
     """The 11-character id of a YouTube watch/short/youtu.be URL, else None."""
     u = urlparse(url)
@@ -47,17 +51,17 @@ def youtube_watch_url(video_id: str, at_seconds: float | None = None) -> str:
     return url if at_seconds is None else f"{url}&t={int(max(0.0, at_seconds))}s"
 
 
-def id_for_source(source: str) -> str:
-    """A stable, valid video id for a URL or a local file.
+def id_for_file(path: str | Path) -> str:
+    """A local file's id: its name and a hash of its content (`talk-3f2a9c01d4`): two files of one
+    name in different folders are two videos, the same file reached by two paths is one."""
+    digest = hashlib.sha1()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "-", Path(path).stem).strip("-")[:40] or "file"
+    return f"{stem}-{digest.hexdigest()[:10]}"
 
-    YouTube URLs give their own id; a local file gives its stem when that is a valid id, else a
-    hash; any other URL gives a short hash of the URL (stable across runs).
-    """
-    yid = youtube_id(source)
-    if yid:
-        return yid
-    if "://" not in source or source.startswith("file://"):
-        stem = Path(urlparse(source).path if source.startswith("file://") else source).stem
-        if is_valid_video_id(stem):
-            return stem
-    return "u" + hashlib.sha1(source.encode()).hexdigest()[:15]
+
+def id_for_url(url: str) -> str:
+    """A stable, valid video id for a URL: YouTube's own id, else a short hash of the URL."""
+    return youtube_id(url) or "u" + hashlib.sha1(url.encode()).hexdigest()[:15]

@@ -87,6 +87,7 @@ class VideoMeta:
     duration_s: float = 0.0
     size_bytes: int = 0
     channel: str | None = None
+    listed_s: float = 0.0  # the duration the source reports (yt-dlp's info); 0 when it reports none
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,7 @@ class Source:
     url: str  # what `media.download.fetch_audio` takes: a YouTube watch URL, a media URL, a file
     title: str | None = None
     upload_date: str | None = None  # ISO date, YYYY-MM-DD
+    origin: str = "listing"  # "cli": named by the user on the command line (local files allowed); "listing"
 
 
 @dataclass(frozen=True, eq=False)
@@ -340,6 +342,18 @@ class ModelInfo:
     @property
     def complete(self) -> bool:
         return self.videos_covered > 0 and self.videos_covered >= self.videos_with_passages
+
+
+# -- checks ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Check:
+    """One check of a stage's output (`lib.checks`): reported as a Dagster asset check."""
+
+    passed: bool
+    description: str
+    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 # -- runs -----------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -40,7 +41,8 @@ def test_up_is_idempotent_and_puts_dagster_on_postgres(env):
     assert "postgres_url" in yaml and "postgresql+psycopg2://" in yaml and "max_concurrent_runs: 4" in yaml
     assert "pool_poll_seconds: 0.5" in yaml
     status = chaffee(env, "status").stdout
-    assert "running" in status and "gpu=2" in status and "0 videos, 0 passages" in status
+    assert "running" in status and "gpu=2" in status and "0 video partitions: 0 stored, 0 failed" in status
+    assert "service    RUNNING" in status and "replica" in status
 
 
 def test_status_reads_the_pool_limit_from_asr_workers(env):
@@ -65,9 +67,11 @@ def test_ingest_of_bad_files_names_each_video_and_the_cause(env, tmp_path):
     r = chaffee(env, "ingest", str(empty), str(html), check=False)
     out = r.stdout + r.stderr
     assert r.returncode == 1
-    assert "empty-talk: FAILED" in out and "not-media: FAILED" in out
+    assert re.search(r"empty-talk-[0-9a-f]{10}: FAILED", out) and re.search(r"not-media-[0-9a-f]{10}: FAILED", out)
     assert "0 ingested, 2 failed" in out
-    assert "0 videos, 0 passages" in chaffee(env, "status").stdout  # nothing half-written
+    status = chaffee(env, "status").stdout
+    assert "0 stored, 2 failed" in status and "0 passages" in status  # nothing half-written, failures counted
+    assert re.search(r"failed     empty-talk-[0-9a-f]{10}: audio: .*empty", status), status  # with the cause
 
 
 def test_ingest_rejects_a_missing_file_before_doing_anything(env, tmp_path):
@@ -94,7 +98,105 @@ def test_add_registers_partitions_for_a_backfill_and_runs_nothing(env, tmp_path)
     files = [str(tmp_path / "talk-a.wav"), str(tmp_path / "talk-b.wav")]
     chaffee(env, "up")
     _, runs_before = _instance_state(env)
-    assert "2 videos listed, 2 new partitions: talk-a, talk-b" in chaffee(env, "add", *files).stdout
+    out = chaffee(env, "add", *files).stdout
+    assert re.search(r"2 videos listed, 2 new partitions: talk-a-[0-9a-f]{10}, talk-b-[0-9a-f]{10}", out), out
     assert "0 new partitions" in chaffee(env, "add", *files).stdout  # again: nothing new
     partitions, runs = _instance_state(env)
-    assert {"talk-a", "talk-b"} <= set(partitions) and runs == runs_before
+    assert {p.rsplit("-", 1)[0] for p in partitions} >= {"talk-a", "talk-b"} and runs == runs_before
+
+
+def test_two_files_of_one_name_in_two_folders_are_two_videos(env, tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    for n, folder in enumerate(("one", "two")):
+        (tmp_path / folder).mkdir()
+        sf.write(tmp_path / folder / "talk.wav", np.full(16_000, 0.01 * (n + 1), dtype=np.float32), 16_000)
+    chaffee(env, "up")
+    out = chaffee(env, "add", str(tmp_path / "one" / "talk.wav"), str(tmp_path / "two" / "talk.wav")).stdout
+    assert "2 videos listed, 2 new partitions" in out, out
+
+
+def _long_talk(tmp_path, fixtures_dir, name: str, repeats: int = 12):
+    import numpy as np
+    import soundfile as sf
+
+    from chaffee_assets.lib.voices import read_audio
+
+    jfk = read_audio(fixtures_dir / "jfk.flac")
+    path = tmp_path / f"{name}.flac"
+    sf.write(path, np.concatenate([jfk] * repeats), 16_000)
+    return path
+
+
+def test_sigterm_cancels_the_ingest_and_frees_its_slots(env, tmp_path, fixtures_dir):
+    """SIGTERM (as Ctrl-C) while runs are in flight: the command cancels them and returns within
+    seconds; no run is left running, no `gpu` slot held."""
+    import signal
+    import time
+
+    files = [str(_long_talk(tmp_path, fixtures_dir, f"cancel-{i}")) for i in range(3)]
+    chaffee(env, "up")
+    proc = subprocess.Popen([sys.executable, "-m", "chaffee_assets.app.cli", "ingest", *files], cwd=env["_CWD"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        seen.append(line)
+        if ": running" in line:
+            break
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    took = time.monotonic() - t0
+    assert proc.returncode == 130, "".join(seen) + out
+    assert took < 45, took
+    assert "cancelling" in out and "(cancelled)" in out
+    code = ("import dagster as dg; from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES, RunsFilter\n"
+            "i = dg.DagsterInstance.get()\n"
+            "print(len(i.get_runs(RunsFilter(statuses=list(IN_PROGRESS_RUN_STATUSES)))), "
+            "len(i.event_log_storage.get_concurrency_info('gpu').claimed_slots))")
+    home = str(Path(env["CHAFFEE_HOME"]) / "dagster")
+    left = subprocess.run([sys.executable, "-W", "ignore", "-c", code], env={**env, "DAGSTER_HOME": home}, cwd=env["_CWD"],
+                          capture_output=True, text=True, check=True).stdout.split()
+    assert left[-2:] == ["0", "0"], left
+
+
+def test_a_run_process_imports_no_torch_and_loads_no_model(env, tmp_path, fixtures_dir):
+    """Thin runs, checked from the runs' own processes: while a two-video ingest runs, every run
+    worker (a process of the daemon's session running the code location) is inspected for torch's
+    library in its memory maps and for model files open."""
+    import time
+
+    chaffee(env, "up")
+    files = [str(_long_talk(tmp_path, fixtures_dir, f"thin-{i}", repeats=6)) for i in range(2)]
+    proc = subprocess.Popen([sys.executable, "-m", "chaffee_assets.app.cli", "ingest", *files], cwd=env["_CWD"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    workers: dict[int, bool] = {}
+    deadline = time.time() + 600
+    while proc.poll() is None and time.time() < deadline:
+        for pid in _run_workers():
+            try:
+                maps = Path(f"/proc/{pid}/maps").read_text()
+            except OSError:
+                continue
+            workers[pid] = workers.get(pid, False) or "libtorch" in maps or "ctranslate2" in maps
+        time.sleep(0.3)
+    out = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 0, out
+    assert len(workers) >= 2, workers  # both videos' runs were seen
+    assert not any(workers.values()), workers
+
+
+def _run_workers() -> list[int]:
+    """Dagster run workers on this machine (multiprocessing children running a run)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if "multiprocessing" in cmd and ("spawn_main" in cmd or "forkserver" in cmd):
+                out.append(int(entry))
+    return out

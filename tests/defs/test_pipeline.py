@@ -183,7 +183,7 @@ def test_a_silent_video_goes_through_every_asset_and_writes_no_passages(settings
 
     silent = tmp_path / "silent-talk.wav"
     sf.write(silent, np.zeros(16_000 * 5, dtype=np.float32), 16_000)
-    register(settings, instance, [Source("silent-talk", str(silent), "Nothing said")])
+    register(settings, instance, [Source("silent-talk", str(silent), "Nothing said", origin="cli")])
     [outcome] = ingest(settings, ["silent-talk"], progress=lambda _: None)
     assert outcome.ok, outcome.error
     assert _meta(instance, "transcript", "silent-talk")["empty"] is True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import dagster as dg
+import pytest
 
 from chaffee_assets.archive import db, sources
 from chaffee_assets.defs.build import build_resources
@@ -63,13 +64,17 @@ def test_max_per_tick_requests_the_oldest_first(instance, settings, demo_channel
     assert [r.partition_key for r in result.run_requests] == [i.video_id for i in items[:2]]
 
 
-def test_unreachable_or_malformed_feed_skips_the_tick_and_keeps_the_cursor(instance, settings, demo_channel, tmp_path):
+def test_unreachable_or_malformed_feed_fails_the_tick_and_keeps_the_cursor(instance, settings, demo_channel, tmp_path):
+    """A dead channel is not "nothing new": the tick fails (red in the UI, with the cause), the
+    cursor stays where it was."""
+    from chaffee_assets.defs.sensors import ChannelUnavailable
+
     base_url, folder, _ = demo_channel
     cursor = json.dumps({"requested": ["kept"]})
     (folder / "broken.rss").write_text("<rss><channel><item><title>unterminated")
-    for url in ("http://127.0.0.1:9/feed.rss", f"{base_url}/missing.rss", f"{base_url}/broken.rss"):
-        result, ctx = _tick(instance, settings, url, cursor)
-        assert isinstance(result, dg.SkipReason), url
-        assert "not listed" in result.skip_message
-        assert ctx.cursor == cursor
+    for url, cause in (("http://127.0.0.1:9/feed.rss", "network error"), (f"{base_url}/missing.rss", "HTTP 404"),
+                       (f"{base_url}/broken.rss", "malformed")):
+        with pytest.raises(ChannelUnavailable, match=f"channel not listed.*{cause}") as failed:
+            _tick(instance, settings, url, cursor)
+        assert url in str(failed.value)
     assert instance.get_dynamic_partitions("videos") == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.server
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -17,6 +18,7 @@ class Route:
     status: int = 200
     # statuses for the first requests, in order (200: serve the body); then the body every time
     fail_first: list[int] = field(default_factory=list)
+    trickle: tuple[int, float] | None = None  # (bytes, seconds): the body sent that slowly
 
 
 @dataclass(frozen=True)
@@ -39,8 +41,8 @@ class MediaServer:
 
     # -- routes -------------------------------------------------------------------------------
     def add(self, path: str, body: bytes, content_type: str = "application/octet-stream", *,
-            status: int = 200, fail_first: list[int] | None = None) -> str:
-        self.routes[path] = Route(body, content_type, status, list(fail_first or []))
+            status: int = 200, fail_first: list[int] | None = None, trickle: tuple[int, float] | None = None) -> str:
+        self.routes[path] = Route(body, content_type, status, list(fail_first or []), trickle)
         return self.url(path)
 
     def add_file(self, path: str, file: Path, content_type: str = "application/octet-stream", **kw) -> str:
@@ -84,9 +86,19 @@ class MediaServer:
                 self.end_headers()
                 if not head:
                     try:
-                        self.wfile.write(body)
+                        self._send(body, route.trickle if route is not None and status == 200 else None)
                     except (BrokenPipeError, ConnectionResetError):  # the client read only a prefix
                         pass
+
+            def _send(self, body: bytes, trickle: tuple[int, float] | None) -> None:
+                if trickle is None:
+                    self.wfile.write(body)
+                    return
+                size, every = trickle
+                for i in range(0, len(body), size):
+                    self.wfile.write(body[i : i + size])
+                    self.wfile.flush()
+                    time.sleep(every)
 
             def handle(self) -> None:
                 try:

@@ -4,29 +4,32 @@ outside the `gpu` pool, while other videos' models compute."""
 
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
 
 from chaffee_assets.archive import sources
+from chaffee_assets.defs import checks
 from chaffee_assets.defs.io import ArtifactIOManager
 from chaffee_assets.defs.metadata import served_metadata
 from chaffee_assets.defs.partitions import videos
+from chaffee_assets.defs.policies import RETRY, failing_clearly
 from chaffee_assets.defs.resources import ArchiveResource, DownloaderResource, ModelServiceResource
+from chaffee_assets.lib import checks as lib_checks
 from chaffee_assets.lib.errors import DownloadError
 from chaffee_assets.lib.ids import validate_video_id
 from chaffee_assets.lib.types import AudioRef
-
-PER_VIDEO = dg.BackfillPolicy.multi_run(max_partitions_per_run=1)
 
 
 @dg.asset(
     partitions_def=videos,
     io_manager_key="artifacts",
-    backfill_policy=PER_VIDEO,
     kinds={"youtube", "python"},
     group_name="speech",
     code_version="audio-v2",
+    retry_policy=RETRY,
+    check_specs=checks.specs(checks.AUDIO_DURATION),
     description="yt-dlp download (YouTube, any URL or feed entry yt-dlp reads, or a local file) decoded to "
     "16 kHz mono FLAC in the artifact store, with its speech regions (silero VAD, once per video).",
 )
@@ -36,7 +39,14 @@ def audio(
     downloader: DownloaderResource,
     artifacts: dg.ResourceParam[ArtifactIOManager],
     models: ModelServiceResource,
-) -> AudioRef:
+) -> Iterator[dg.Output | dg.AssetCheckResult]:
+    with failing_clearly(context):
+        ref, metadata = _audio(context, archive, downloader, artifacts, models)
+        yield dg.Output(ref, metadata=metadata)
+        yield from checks.results(checks.AUDIO_DURATION, {ref.meta.video_id: lib_checks.audio_duration(ref)})
+
+
+def _audio(context, archive, downloader, artifacts, models) -> tuple[AudioRef, dict]:
     from chaffee_assets.lib.media.download import fetch_audio
 
     video_id = validate_video_id(context.partition_key)
@@ -50,8 +60,10 @@ def audio(
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=downloader.workdir, prefix=f"{video_id}-") as work:
         fetched = fetch_audio(
-            url, video_id, Path(work), retries=downloader.retries, backoff_s=downloader.backoff_seconds,
+            url, video_id, Path(work), retries=0,  # transient causes: Dagster retries the step (policies.RETRY)
             title=src.title if src else None, upload_date=src.upload_date if src else None,
+            allow_local=src is not None and src.origin == "cli",  # a feed's or the sensor's: http(s) only
+            deadline_s=downloader.timeout_seconds, max_bytes=downloader.max_bytes,
         )
     fetch_seconds = time.perf_counter() - t0
     meta, seconds = fetched.meta, fetched.seconds
@@ -61,18 +73,15 @@ def audio(
     ref = AudioRef(meta=meta, url=stored, seconds=seconds, speech=served.value)
     context.log.info("video %s: %r, %.0f s of audio (%.0f s of speech), fetched and decoded in %.1f s",
                      video_id, meta.title, seconds, ref.speech_seconds, fetch_seconds)
-    context.add_output_metadata(
-        {
-            "title": meta.title,
-            "source_url": dg.MetadataValue.url(meta.source_url) if meta.source_url.startswith("http") else meta.source_url,
-            "upload_date": meta.upload_date or "",
-            "duration_s": round(seconds, 2),
-            "speech_s": round(ref.speech_seconds, 2),
-            "speech_fraction": round(ref.speech_seconds / seconds, 3) if seconds else 0.0,
-            "size_bytes": meta.size_bytes,
-            "fetch_decode_seconds": round(fetch_seconds, 2),
-            "fetch_decode_rtf": round(fetch_seconds / seconds, 4) if seconds else 0.0,
-            **served_metadata(served, audio_seconds=seconds),
-        }
-    )
-    return ref
+    return ref, {
+        "title": meta.title,
+        "source_url": dg.MetadataValue.url(meta.source_url) if meta.source_url.startswith("http") else meta.source_url,
+        "upload_date": meta.upload_date or "",
+        "duration_s": round(seconds, 2),
+        "speech_s": round(ref.speech_seconds, 2),
+        "speech_fraction": round(ref.speech_seconds / seconds, 3) if seconds else 0.0,
+        "size_bytes": meta.size_bytes,
+        "fetch_decode_seconds": round(fetch_seconds, 2),
+        "fetch_decode_rtf": round(fetch_seconds / seconds, 4) if seconds else 0.0,
+        **served_metadata(served, audio_seconds=seconds),
+    }

@@ -13,11 +13,13 @@ from collections.abc import Iterator
 
 import dagster as dg
 
-from chaffee_assets.defs.assets.audio import PER_VIDEO
+from chaffee_assets.defs import checks
 from chaffee_assets.defs.io import ArtifactIOManager
 from chaffee_assets.defs.metadata import served_metadata
 from chaffee_assets.defs.partitions import videos
+from chaffee_assets.defs.policies import RETRY, failing_clearly
 from chaffee_assets.defs.resources import ModelServiceResource, SpeechOptionsResource
+from chaffee_assets.lib import checks as lib_checks
 from chaffee_assets.lib.types import AudioRef, Diarization, SpeakerLabels, Transcript
 
 
@@ -32,7 +34,7 @@ def gpu_priority(depth: int) -> dict[str, str]:
 def _out(tp: type, kind: str, version: str, description: str) -> dg.AssetOut:
     return dg.AssetOut(
         dagster_type=tp, io_manager_key="artifacts", group_name="speech", kinds={kind, "python"}, code_version=version,
-        description=description, is_required=False, backfill_policy=PER_VIDEO,
+        description=description, is_required=False,
     )
 
 
@@ -119,9 +121,10 @@ def name_speakers(context: dg.AssetExecutionContext, models: ModelServiceResourc
     },
     can_subset=True,
     partitions_def=videos,
-    backfill_policy=PER_VIDEO,
     pool="gpu",
     op_tags=gpu_priority(1),
+    retry_policy=RETRY,
+    check_specs=checks.specs(checks.TRANSCRIPT_PLAUSIBLE, checks.DIARIZATION_COVERS),
 )
 def speech(
     context: dg.AssetExecutionContext,
@@ -129,18 +132,29 @@ def speech(
     speech_options: SpeechOptionsResource,
     artifacts: dg.ResourceParam[ArtifactIOManager],
     audio: AudioRef,
-) -> Iterator[dg.Output]:
+) -> Iterator[dg.Output | dg.AssetCheckResult]:
     """Whisper, then the speaker turns, then their names: the selected ones of the three assets."""
+    with failing_clearly(context):
+        yield from _speech(context, models, speech_options, artifacts, audio)
+
+
+def _speech(context, models, speech_options, artifacts, audio: AudioRef) -> Iterator[dg.Output | dg.AssetCheckResult]:
     selected = set(context.selected_output_names)
     transcript = diarization = None
     if "transcript" in selected:
         out = transcribe(context, models, speech_options, audio)
         transcript = out.value
         yield out
+        if checks.selected(context, checks.TRANSCRIPT_PLAUSIBLE):
+            found = lib_checks.transcript_plausible(transcript, audio.speech)
+            yield from checks.results(checks.TRANSCRIPT_PLAUSIBLE, {audio.video_id: found})
     if "diarization" in selected:
         out = diarize(context, models, speech_options, audio)
         diarization = out.value
         yield out
+        if checks.selected(context, checks.DIARIZATION_COVERS):
+            found = lib_checks.diarization_covers(diarization, audio.speech)
+            yield from checks.results(checks.DIARIZATION_COVERS, {audio.video_id: found})
     if "speaker_labels" in selected:
         store, video_id = artifacts.store, context.partition_key
         if transcript is None:

@@ -23,10 +23,19 @@ from urllib.request import url2pathname
 from chaffee_assets.lib.errors import DecodeError, DownloadError
 from chaffee_assets.lib.ids import validate_video_id, youtube_id, youtube_watch_url
 from chaffee_assets.lib.media.decode import decode_to_16k_mono
+from chaffee_assets.lib.media.fetch import Bounds, SourceRefused, check_source
 from chaffee_assets.lib.media.ytdlp import YtdlpLogger
 from chaffee_assets.lib.types import SAMPLE_RATE, Audio, VideoMeta
 
 log = logging.getLogger(__name__)
+
+DEFAULT_DEADLINE_S = 3600.0  # a 1.5 h talk's audio is ~60-100 MB: an hour allows ~30 KB/s
+DEFAULT_MAX_BYTES = 3 << 30  # bestaudio is small; a fallback to a whole video file stays bounded
+
+
+class BoundsExceeded(DownloadError):
+    """The download outgrew its deadline or size cap (permanent: asking again would too)."""
+
 
 _TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524}
 _TRANSIENT_WORDS = ("timed out", "timeout", "connection reset", "connection refused", "connection aborted",
@@ -42,15 +51,25 @@ def fetch_audio(
     *,
     title: str | None = None,
     upload_date: str | None = None,
+    allow_local: bool = False,
+    deadline_s: float = DEFAULT_DEADLINE_S,
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> Audio:
     """Download (or read) `source` and decode it to 16 kHz mono.
 
-    `source`: a YouTube watch/short URL, any URL yt-dlp reads (a media file, a feed entry's
-    enclosure), a file:// URL or a local path. `retries`: further attempts after the first, for
-    transient errors only, waiting `backoff_s`, 2x, 4x… between them. `title` / `upload_date` (ISO),
-    when the caller knows them (a feed entry), override what the download reports.
+    `source`: a YouTube watch/short URL, any http(s) URL yt-dlp reads (a media file, a feed entry's
+    enclosure), or, with `allow_local` (the user named it on the command line), a file:// URL or a
+    local path; anything else is refused before any request (`media.fetch.check_source`).
+    `retries`: further attempts after the first, for transient errors only, waiting `backoff_s`,
+    2x, 4x… between them, all within `deadline_s` and `max_bytes` (a stalled or trickling server
+    fails the video). `title` / `upload_date` (ISO), when the caller knows them (a feed entry),
+    override what the download reports.
     """
     validate_video_id(video_id)
+    try:
+        check_source(source, allow_local)
+    except SourceRefused as e:
+        raise DownloadError(video_id, str(e)) from None
     local = _local_path(source, video_id)
     if local is not None:
         return _read_local(local, video_id, title, upload_date)
@@ -61,7 +80,7 @@ def fetch_audio(
     tmp = Path(tempfile.mkdtemp(prefix=f"{video_id}.", suffix=".dl", dir=workdir))
     try:
         target = tmp / f"{video_id}.media"
-        info = _download_with_retries(url, video_id, target, retries, backoff_s)
+        info = _download_with_retries(url, video_id, target, retries, backoff_s, Bounds(deadline_s, max_bytes))
         size = target.stat().st_size
         try:
             waveform = decode_to_16k_mono(target, video_id)
@@ -77,10 +96,18 @@ def fetch_audio(
         duration_s=len(waveform) / SAMPLE_RATE,
         size_bytes=size,
         channel=_str(info.get("channel")) or _str(info.get("uploader")),
+        listed_s=_seconds(info.get("duration")),
     )
     log.info("video %s: fetched %.1f s of audio (%d bytes) from %s", video_id, meta.duration_s, size,
              meta.source_url)
     return Audio(meta=meta, waveform=waveform)
+
+
+def _seconds(value: object) -> float:
+    try:
+        return max(0.0, float(value))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return 0.0
 
 
 # -- local files --------------------------------------------------------------------------------
@@ -115,11 +142,13 @@ def _read_local(path: Path, video_id: str, title: str | None, upload_date: str |
 # -- yt-dlp -------------------------------------------------------------------------------------
 
 
-def ydl_options(video_id: str, target: Path) -> dict[str, Any]:
-    """yt-dlp options for one plain audio download to `target` (a path we built)."""
+def ydl_options(video_id: str, target: Path, bounds: Bounds | None = None) -> dict[str, Any]:
+    """yt-dlp options for one plain audio download to `target` (a path we built), within `bounds`."""
     import imageio_ffmpeg
 
+    bounds = bounds or Bounds(DEFAULT_DEADLINE_S, DEFAULT_MAX_BYTES)
     return {
+        "progress_hooks": [_within(bounds, video_id)],
         "format": "bestaudio/best",
         "outtmpl": {"default": target.name},  # the validated id: no remote field, no %(...)s
         "paths": {"home": str(target.parent), "temp": str(target.parent)},
@@ -141,11 +170,28 @@ def ydl_options(video_id: str, target: Path) -> dict[str, Any]:
     }
 
 
-def _download_with_retries(url: str, video_id: str, target: Path, retries: int, backoff_s: float) -> dict:
+def _within(bounds: Bounds, video_id: str):
+    """A progress hook failing the download once it outgrows `bounds` (a trickle shows here: each
+    chunk that arrives is reported, however slowly)."""
+
+    def hook(d: dict) -> None:
+        size = max(int(d.get("downloaded_bytes") or 0), int(d.get("total_bytes") or 0))
+        try:
+            bounds.check(size)
+        except (TimeoutError, OverflowError) as e:
+            raise BoundsExceeded(video_id, f"download {e}") from None
+
+    return hook
+
+
+def _download_with_retries(url: str, video_id: str, target: Path, retries: int, backoff_s: float, bounds: Bounds) -> dict:
     attempts = max(0, retries) + 1
     for attempt in range(1, attempts + 1):
         try:
-            return _download_once(url, video_id, target)
+            bounds.check(0)
+            return _download_once(url, video_id, target, bounds)
+        except (TimeoutError, OverflowError) as e:
+            raise DownloadError(video_id, f"download {e} of {url}") from None
         except DownloadError as e:
             if not e.transient:
                 raise
@@ -159,11 +205,11 @@ def _download_with_retries(url: str, video_id: str, target: Path, retries: int, 
     raise AssertionError("unreachable")
 
 
-def _download_once(url: str, video_id: str, target: Path) -> dict:
+def _download_once(url: str, video_id: str, target: Path, bounds: Bounds | None = None) -> dict:
     import yt_dlp
 
     try:
-        with yt_dlp.YoutubeDL(ydl_options(video_id, target)) as ydl:
+        with yt_dlp.YoutubeDL(ydl_options(video_id, target, bounds)) as ydl:
             info = ydl.extract_info(url, download=False, process=False)
             if info.get("_type") in ("playlist", "multi_video") or "entries" in info:
                 raise DownloadError(video_id, f"{url} is a playlist or feed, not one video")
@@ -196,6 +242,9 @@ def _classify(err: Exception, url: str, video_id: str) -> DownloadError | Decode
     from yt_dlp.utils import ExtractorError, GeoRestrictedError, UnsupportedError
 
     chain = _chain(err)
+    for e in chain:  # ours, raised inside yt-dlp (a progress hook): already says what happened
+        if isinstance(e, DownloadError):
+            return e
     msg = str(err).removeprefix("ERROR: ").strip()
     low = msg.lower()
     for e in chain:

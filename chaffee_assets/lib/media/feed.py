@@ -13,26 +13,42 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+import tempfile
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlparse
 
 from chaffee_assets.lib.errors import FeedError
-from chaffee_assets.lib.ids import id_for_source, is_valid_video_id, youtube_id, youtube_watch_url
+from chaffee_assets.lib.ids import (
+    id_for_url,
+    is_valid_video_id,
+    youtube_host,
+    youtube_id,
+    youtube_watch_url,
+)
 from chaffee_assets.lib.media.download import upload_date_of
+from chaffee_assets.lib.media.fetch import SourceRefused, check_source, fetch_bounded
 from chaffee_assets.lib.media.ytdlp import YtdlpLogger
 from chaffee_assets.lib.types import Source
 
 log = logging.getLogger(__name__)
 
+LISTING_DEADLINE_S = 120.0  # a feed or a channel's page: seconds to list it in
+LISTING_MAX_BYTES = 50 << 20  # a 3 000-item feed is a few MB
 
 
 
 
-def list_channel(url: str) -> list[Source]:
-    """Every video of the channel or feed at `url` (a local feed file's path works too), oldest first."""
+
+def list_channel(url: str, deadline_s: float = LISTING_DEADLINE_S, max_bytes: int = LISTING_MAX_BYTES) -> list[Source]:
+    """Every video of the channel or feed at `url` (a local feed file's path works too), oldest first.
+
+    A feed served over http(s) is fetched within `deadline_s` and `max_bytes` (a stalled or
+    trickling server fails the listing); every entry must point at http(s) media: an entry naming a
+    local file (file://) or another scheme is refused and skipped, the others are listed."""
     url = _as_url(url)
-    info = _extract_flat(url)
+    with tempfile.TemporaryDirectory(prefix="chaffee-feed-") as tmp:
+        info = _extract_flat(_prefetched(url, Path(tmp), deadline_s, max_bytes), shown=url)
     raw = [e for e in info.get("entries") or [] if e]
     entries: list[Source] = []
     stamps: list[float | None] = []
@@ -43,6 +59,11 @@ def list_channel(url: str) -> list[Source]:
             nested += 1
             continue
         entry, stamp = _entry(e, url)
+        try:
+            check_source(entry.url, allow_local=False)
+        except SourceRefused as refused:
+            log.warning("feed %s: entry %s (%r) %s", url, entry.video_id, entry.title, refused)
+            continue
         if entry.video_id in seen:
             log.warning("feed %s: duplicate entry %s (%s) ignored", url, entry.video_id, entry.url)
             continue
@@ -67,7 +88,34 @@ def _as_url(url: str) -> str:
     raise FeedError(f"not a URL, nor an existing feed file: {url!r}")
 
 
-def _extract_flat(url: str) -> dict[str, Any]:
+def _prefetched(url: str, folder: Path, deadline_s: float, max_bytes: int) -> str:
+    """What yt-dlp lists: an http(s) feed fetched here within the bounds (yt-dlp reads the copy; the
+    entries' relative URLs are resolved against the feed's own URL), else `url` itself (a local
+    feed, or a YouTube channel: yt-dlp's YouTube extractor asks YouTube itself)."""
+    if urlparse(url).scheme not in ("http", "https") or youtube_host(url):
+        return url
+    target = folder / "feed.xml"
+    try:
+        fetch_bounded(url, target, deadline_s, max_bytes)
+    except (TimeoutError, OverflowError) as e:
+        raise FeedError(f"cannot list {url}: the feed {e}") from None
+    except OSError as e:
+        raise FeedError(f"cannot list {url}: {_network_cause(e)}") from None
+    return target.resolve().as_uri()
+
+
+def _network_cause(e: OSError) -> str:
+    import urllib.error
+
+    if isinstance(e, urllib.error.HTTPError):
+        return f"HTTP {e.code} {e.reason}"
+    reason = getattr(e, "reason", None)
+    return f"network error: {reason or e}"
+
+
+def _extract_flat(url: str, shown: str | None = None) -> dict[str, Any]:
+    """yt-dlp's flat listing of `url`; messages name `shown` (the feed's own URL, for a copy)."""
+    shown = shown or url
     import yt_dlp
 
     opts = {
@@ -76,7 +124,7 @@ def _extract_flat(url: str) -> dict[str, Any]:
         "enable_file_urls": True,
         "quiet": True,
         "no_warnings": False,
-        "logger": YtdlpLogger(f"feed {url}"),
+        "logger": YtdlpLogger(f"feed {shown}"),
         "socket_timeout": 30,
         "default_search": "error",  # never turn a bad URL into a YouTube search
     }
@@ -87,9 +135,9 @@ def _extract_flat(url: str) -> dict[str, Any]:
         msg = str(e).removeprefix("ERROR: ").strip()
         if "Unsupported URL" in msg:
             msg = "no feed or channel found there (malformed feed, or a page yt-dlp cannot read)"
-        raise FeedError(f"cannot list {url}: {msg}") from e
+        raise FeedError(f"cannot list {shown}: {msg}") from e
     if not isinstance(info, dict) or info.get("_type") not in ("playlist", "multi_video"):
-        raise FeedError(f"cannot list {url}: not a feed or channel "
+        raise FeedError(f"cannot list {shown}: not a feed or channel "
                         "(it is a single media item, or a malformed feed)")
     return info
 
@@ -117,7 +165,7 @@ def _entry(e: dict[str, Any], feed_url: str) -> tuple[Source, float | None]:
         elif remote_id:
             video_id = _hashed_id(str(remote_id))
         elif url:
-            video_id = id_for_source(url)
+            video_id = id_for_url(url)
         else:
             raise FeedError(f"{feed_url}: an entry has neither a URL nor an id: {e.get('title')!r}")
     if not url:
@@ -134,7 +182,7 @@ def _entry(e: dict[str, Any], feed_url: str) -> tuple[Source, float | None]:
 def _hashed_id(remote_id: str) -> str:
     """A stable valid id for a guid that is not one (a permalink URL, a path, free text)."""
     if "://" in remote_id:
-        return id_for_source(remote_id)
+        return id_for_url(remote_id)
     return "g" + hashlib.sha1(remote_id.encode()).hexdigest()[:15]
 
 

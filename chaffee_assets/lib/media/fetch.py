@@ -23,8 +23,9 @@ class SourceRefused(ValueError):
 
 
 def is_local(source: str) -> bool:
+    """A file:// URL, or a plain path (no scheme: `./a:b.mp3` is a path, `data:…` is not)."""
     scheme = urlsplit(source).scheme.lower()
-    return scheme == "file" or "://" not in source
+    return scheme in ("file", "")
 
 
 def check_source(source: str, allow_local: bool) -> None:
@@ -51,7 +52,7 @@ class Bounds:
     def check(self, received: int) -> None:
         elapsed = time.monotonic() - self.started
         if received > self.max_bytes:
-            raise OverflowError(f"larger than the {self.max_bytes / 2**20:.0f} MiB allowed (MAX_DOWNLOAD_BYTES)")
+            raise OverflowError(f"larger than the {self.max_bytes / 2**20:.1f} MiB allowed (MAX_DOWNLOAD_BYTES)")
         if elapsed > self.deadline_s:
             raise TimeoutError(f"not finished after {self.deadline_s:.0f} s ({received / 2**20:.1f} MiB received)")
 

@@ -16,6 +16,7 @@ import ipaddress
 import json
 import logging
 import os
+import socket
 import sys
 import threading
 import time
@@ -56,6 +57,23 @@ def prepare_ray_env(address: str) -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
+def connect_driver(address: str, probe_timeout_s: float = 10.0) -> None:
+    """Connect this process to the cluster at `address` as a Ray driver. A host:port that does not
+    answer raises `ServiceUnavailable` within `probe_timeout_s` (`ray.init` would wait for minutes)."""
+    prepare_ray_env(address)
+    import ray
+
+    if ray.is_initialized():
+        return
+    if "://" not in address and address != "auto":
+        host, _, port = address.rpartition(":")
+        try:
+            socket.create_connection((host, int(port)), timeout=probe_timeout_s).close()
+        except (OSError, ValueError) as e:
+            raise ServiceUnavailable(f"no Ray cluster answers at {address} ({e}); is it up (`chaffee up`)?") from e
+    ray.init(address=address, logging_level="WARNING", log_to_driver=False, configure_logging=False)
+
+
 def address_from_file(path: str | Path) -> str:
     """The address `chaffee up` recorded for the embedded head (its state folder's ray/head.json)."""
     try:
@@ -89,13 +107,9 @@ class ModelClient:
             return self._handle if self._handle is not None else self._connect()
 
     def _connect(self) -> Any:
-        address = self._address()
-        prepare_ray_env(address)
-        import ray
+        connect_driver(self._address())
         from ray import serve
 
-        if not ray.is_initialized():
-            ray.init(address=address, logging_level="WARNING", log_to_driver=False, configure_logging=False)
         self._handle = serve.get_app_handle(self.app)
         return self._handle
 
@@ -142,7 +156,7 @@ def _service_away(e: BaseException) -> bool:
     from ray.serve import exceptions as sex
 
     away = (rex.RayActorError, rex.ActorUnavailableError, sex.DeploymentUnavailableError, sex.BackPressureError,
-            rex.RaySystemError, ConnectionError)
+            rex.RaySystemError, ConnectionError, ServiceUnavailable)
     if isinstance(e, away):
         return True
     if isinstance(e, sex.RayServeException) and "does not exist" in str(e):

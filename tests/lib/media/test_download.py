@@ -3,6 +3,7 @@ failures: each names the video and the cause; only transient ones are retried.""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -58,7 +59,7 @@ def test_caller_metadata_wins(server: MediaServer, fixtures_dir: Path, tmp_path:
 @pytest.mark.parametrize("as_url", [False, True], ids=["path", "file-url"])
 def test_local_file(fixtures_dir: Path, tmp_path: Path, as_url: bool) -> None:
     src = fixtures_dir / "sample.wav"
-    audio = fetch_audio(src.as_uri() if as_url else str(src), "sample", tmp_path)
+    audio = fetch_audio(src.as_uri() if as_url else str(src), "sample", tmp_path, allow_local=True)
     assert audio.seconds == pytest.approx(30.0)
     assert audio.meta.source_url == src.resolve().as_uri()
     assert (audio.meta.title, audio.meta.size_bytes) == ("sample", 960_104)
@@ -67,7 +68,7 @@ def test_local_file(fixtures_dir: Path, tmp_path: Path, as_url: bool) -> None:
 
 def test_missing_local_file(tmp_path: Path) -> None:
     with pytest.raises(DownloadError, match=r"video gone: local file not found"):
-        fetch_audio(str(tmp_path / "nope.flac"), "gone", tmp_path)
+        fetch_audio(str(tmp_path / "nope.flac"), "gone", tmp_path, allow_local=True)
 
 
 def test_404_is_permanent_and_not_retried(server: MediaServer, tmp_path: Path, sleeps: list[float]) -> None:
@@ -194,3 +195,36 @@ def test_youtube_url_goes_to_youtube_extractor_canonically(monkeypatch: pytest.M
     params = seen["params"]
     assert isinstance(params, dict) and not params.get("force_generic_extractor")
     assert not err.value.transient and "Private video" in str(err.value)
+
+
+@pytest.mark.parametrize("source", ["/etc/passwd", "file:///etc/hostname", "/no/such/file.flac", "file:///no/such.m4a"])
+def test_a_local_file_is_refused_unless_named_on_the_command_line(tmp_path: Path, source: str) -> None:
+    """From a feed, a channel or the sensor, a local path is refused before it is touched, with the
+    same words whether it exists or not."""
+    with pytest.raises(DownloadError) as refused:
+        fetch_audio(source, "from-a-feed", tmp_path)
+    assert "refused: local files are read only when named on the command line" in str(refused.value)
+    assert "not found" not in str(refused.value) and "/etc" not in str(refused.value)
+
+
+@pytest.mark.parametrize("source", ["ftp://127.0.0.1/a.mp3", "rtmp://127.0.0.1/live", "gopher://x/y", "data:audio/wav;base64,AAAA"])
+def test_other_schemes_are_refused_before_any_request(tmp_path: Path, source: str) -> None:
+    with pytest.raises(DownloadError, match="refused"):
+        fetch_audio(source, "odd", tmp_path, allow_local=True)
+
+
+def test_a_trickling_server_fails_by_the_deadline(server: MediaServer, fixtures_dir: Path, tmp_path: Path) -> None:
+    """1 KiB every second: each chunk keeps the socket alive, the overall deadline ends it."""
+    url = server.add_file("/slow.flac", fixtures_dir / "jfk.flac", "audio/flac", trickle=(1024, 1.0))
+    t0 = time.monotonic()
+    with pytest.raises(DownloadError, match=r"video slow: download not finished after 3 s"):
+        fetch_audio(url, "slow", tmp_path / "work", retries=0, deadline_s=3.0)
+    assert time.monotonic() - t0 < 20
+    assert not any((tmp_path / "work").iterdir())  # nothing partial left
+
+
+def test_a_download_over_the_size_cap_fails(server: MediaServer, fixtures_dir: Path, tmp_path: Path) -> None:
+    url = server.add_file("/big.flac", fixtures_dir / "jfk.flac", "audio/flac")
+    with pytest.raises(DownloadError, match=r"video big: download larger than the 0.1 MiB allowed"):
+        fetch_audio(url, "big", tmp_path / "work", retries=0, max_bytes=100_000)
+    assert not any((tmp_path / "work").iterdir())

@@ -3,6 +3,8 @@ feeds without guids or dates, YouTube-shaped listings, and broken or unreachable
 
 from __future__ import annotations
 
+import logging
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,12 +61,44 @@ def test_http_feed_oldest_first_with_stable_ids(demo) -> None:
 
 
 @pytest.mark.parametrize("as_url", [True, False], ids=["file-url", "path"])
-def test_file_feed(demo, as_url: bool) -> None:
-    folder, items, _ = demo
-    feed = folder / "feed.rss"
+def test_a_local_feed_file_named_by_the_user_is_listed(demo, as_url: bool) -> None:
+    folder, items, base_url = demo
+    feed = folder / "http.rss"  # a local file, its enclosures on the web
     entries = list_channel(feed.as_uri() if as_url else str(feed))
     assert [e.video_id for e in entries] == DEMO_IDS
-    assert entries[2].url == (folder / "demo-monologue.flac").resolve().as_uri()
+    assert entries[2].url == f"{base_url}/demo-monologue.flac"
+
+
+def test_entries_naming_local_files_are_refused_and_the_others_listed(demo, caplog) -> None:
+    """A feed can name any URL: an enclosure pointing at this machine's files (file://, a path) or
+    at another scheme is refused, whatever the feed, and never read."""
+    folder, items, base_url = demo
+    local = [DemoItem("local-one", "/etc/hostname", "Local", "2024-02-01")]
+    mixed = folder / "mixed.rss"
+    write_feed(items[:2], base_url, mixed)
+    text = mixed.read_text().replace("</channel>", (
+        "<item><title>Sneaky</title><guid>sneaky</guid><pubDate>Mon, 05 Feb 2024 12:00:00 +0000</pubDate>"
+        '<enclosure url="file:///etc/hostname" length="1" type="audio/mpeg"/></item>'
+        "<item><title>Odd</title><guid>odd</guid><pubDate>Mon, 05 Feb 2024 12:00:00 +0000</pubDate>"
+        '<enclosure url="ftp://127.0.0.1/a.mp3" length="1" type="audio/mpeg"/></item></channel>'))
+    mixed.write_text(text)
+    with caplog.at_level(logging.WARNING, logger="chaffee_assets.lib.media.feed"):
+        entries = list_channel(f"{base_url}/mixed.rss")
+    assert [e.video_id for e in entries] == DEMO_IDS[:2]
+    assert "sneaky" in caplog.text and "odd" in caplog.text and "refused" in caplog.text
+    assert local  # (a DemoItem naming a local path is only test data; nothing read it)
+
+
+def test_a_trickling_feed_server_fails_the_listing_by_its_deadline(fixtures_dir: Path, tmp_path: Path) -> None:
+    from tests.helpers.media_server import MediaServer
+
+    feed = ET.tostring(ET.Element("rss")) * 400
+    with MediaServer() as server:
+        url = server.add("/slow.rss", feed, "application/rss+xml", trickle=(256, 0.5))
+        t0 = time.monotonic()
+        with pytest.raises(FeedError, match=r"not finished after 2 s"):
+            list_channel(url, deadline_s=2.0)
+    assert time.monotonic() - t0 < 15
 
 
 def test_listed_entry_downloads(demo, tmp_path: Path) -> None:

@@ -1,0 +1,159 @@
+"""Faults, through the real machinery: the daemon launching runs from its queue, run monitoring,
+run retries, the model service, the embedded Postgres.
+
+- a run process killed (SIGKILL) while its step holds a `gpu` slot: the slot comes back within a
+  bounded time, the run is marked failed and run again, the video is stored once;
+- the database stopped for 60 s in the middle of a three-video ingest and started again: the
+  affected runs fail and are retried, every video is stored, the row counts are exact.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import threading
+import time
+import uuid
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from chaffee_assets.app.ingest import ingest, register
+from chaffee_assets.archive import db, writer
+from chaffee_assets.lib.types import Source
+from tests.helpers.instances import dagster_instance, make_settings
+
+pytestmark = pytest.mark.slow
+
+
+def _talk(folder, name: str, fixtures_dir, repeats: int) -> Source:
+    from chaffee_assets.lib.voices import read_audio
+
+    jfk = read_audio(fixtures_dir / "jfk.flac")
+    pause = np.zeros(8000, dtype=np.float32)
+    path = folder / f"{name}.flac"
+    sf.write(path, np.concatenate([np.concatenate([jfk, pause])] * repeats), 16_000)
+    return Source(name, str(path), name, origin="cli")
+
+
+def _worker_pid(instance, run_id: str) -> int | None:
+    for e in instance.all_logs(run_id):
+        found = re.search(r"Started process for run \(pid: (\d+)\)", e.message or "")
+        if found:
+            return int(found.group(1))
+    return None
+
+
+def _claimed_by(instance, run_ids: set[str]) -> list[str]:
+    info = instance.event_log_storage.get_concurrency_info("gpu")
+    return [s.run_id for s in info.claimed_slots if s.run_id in run_ids]
+
+
+def _runs_of(instance, video: str) -> list:
+    from dagster._core.storage.dagster_run import RunsFilter
+
+    return instance.get_runs(RunsFilter(tags={"dagster/partition": video}))
+
+
+def test_a_run_killed_while_holding_a_gpu_slot_frees_it_and_is_run_again(pg_server, fixtures_dir, tmp_path, model_service):
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    db.ensure_database(pg_server.url(), name)
+    db.migrate(pg_server.url(name))
+    settings = make_settings(tmp_path, pg_server.url(name), ray_address=model_service, asr_workers=1)
+    with dagster_instance(pg_server, settings) as instance:
+        instance.event_log_storage.set_concurrency_slots("gpu", 1)
+        src = _talk(tmp_path, "long-talk", fixtures_dir, repeats=20)  # 4 minutes: seconds in the speech step
+        register(settings, instance, [src])
+        result: dict = {}
+        thread = threading.Thread(target=lambda: result.update(o=ingest(settings, [src.video_id], progress=print)))
+        thread.start()
+        deadline = time.time() + 300
+        killed_at, victim = None, None
+        while time.time() < deadline and killed_at is None:
+            runs = {r.run_id for r in _runs_of(instance, src.video_id)}
+            holders = _claimed_by(instance, runs)
+            if holders:
+                victim = holders[0]
+                pid = _worker_pid(instance, victim)
+                if pid:
+                    os.kill(pid, signal.SIGKILL)
+                    killed_at = time.time()
+            time.sleep(0.2)
+        assert killed_at is not None, "the run never held the gpu slot"
+        while _claimed_by(instance, {victim}) and time.time() - killed_at < 120:
+            time.sleep(0.5)
+        freed_after = time.time() - killed_at
+        assert not _claimed_by(instance, {victim}), "the dead run's slot was never freed"
+        assert freed_after < 60, freed_after  # free_slots_after_run_end_seconds (10) + the monitor's poll (5)
+        thread.join(timeout=600)
+        [outcome] = result["o"]
+        assert outcome.ok and outcome.attempts == 2, outcome
+        assert instance.get_run_by_id(victim).status.value == "FAILURE"
+        with db.connect(settings.database_url) as conn:
+            assert writer.counts(conn)["videos"] == 1
+        print(f"slot freed {freed_after:.1f} s after the kill")
+
+
+def test_a_database_outage_in_the_middle_of_an_ingest(fixtures_dir, tmp_path, model_service):
+    """Its own embedded Postgres (stopped and started again by the test); three videos."""
+    from chaffee_assets.instance import embedded_pg
+
+    data = tmp_path / "pgdata"
+    server = embedded_pg.start(data)
+    try:
+        for name in ("chaffee", "dagster"):
+            db.ensure_database(server.url(), name)
+        db.migrate(server.url("chaffee"))
+        settings = make_settings(tmp_path, server.url("chaffee"), ray_address=model_service,
+                                 dagster_database_url=server.url("dagster"))
+        talks = [_talk(tmp_path, f"talk-{i}", fixtures_dir, repeats=6) for i in range(3)]
+        with dagster_instance_on(settings, server) as instance:
+            register(settings, instance, talks)
+        lines: list[str] = []
+        result: dict = {}
+        thread = threading.Thread(target=lambda: result.update(o=ingest(settings, [t.video_id for t in talks], progress=lines.append)))
+        thread.start()
+        deadline = time.time() + 300
+        while time.time() < deadline and not any(": running" in line for line in lines):
+            time.sleep(0.5)
+        time.sleep(3.0)  # in the middle of the first video's steps
+        embedded_pg.stop(data)
+        time.sleep(60.0)
+        embedded_pg.start(data)
+        thread.join(timeout=1200)
+        assert not thread.is_alive(), lines[-20:]
+        outcomes = {o.video_id: o for o in result["o"]}
+        assert all(o.ok for o in outcomes.values()), "\n".join(lines)
+        assert any("unreachable" in line for line in lines) and any("back after" in line for line in lines)
+        with db.connect(settings.database_url) as conn:
+            c = writer.counts(conn)
+            per_video = dict(conn.execute("SELECT video_id, count(*) FROM segments GROUP BY video_id").fetchall())
+        assert c["videos"] == 3 and sorted(per_video) == sorted(t.video_id for t in talks)
+        assert c["vectors"]["all-MiniLM-L6-v2"] == c["segments"] == sum(per_video.values())
+        assert len(set(per_video.values())) == 1  # the same talk three times: the same passages, none doubled
+    finally:
+        embedded_pg.stop(data)
+
+
+def dagster_instance_on(settings, server):
+    """DAGSTER_HOME written the way `chaffee up` writes it, on this test's own server."""
+    from contextlib import contextmanager
+
+    from dagster import DagsterInstance
+
+    from chaffee_assets.instance.setup import write_dagster_yaml
+
+    @contextmanager
+    def cm():
+        write_dagster_yaml(settings, settings.dagster_database_url)
+        inst = DagsterInstance.from_config(str(settings.dagster_home))
+        try:
+            yield inst
+        finally:
+            inst.dispose()
+
+    return cm()
+
+
