@@ -50,9 +50,12 @@ MODEL_COVERS = CheckDef("db_rows", "model_covers_archive",
                         warn_only=True)
 
 
-def results(check: CheckDef, per_video: Mapping[str, Check]) -> Iterator[dg.AssetCheckResult]:
-    """The check's result over the step's videos; a failed blocking check raises after it, naming
-    the cause, so the run fails with it (and Dagster does not retry it)."""
+def results(context: dg.AssetExecutionContext, check: CheckDef, per_video: Mapping[str, Check]) -> Iterator[dg.AssetCheckResult]:
+    """The check's result over the step's videos, if the step was asked for it (a launch may leave
+    checks out); a failed blocking check raises after it, naming the cause, so the run fails with it
+    (and Dagster does not retry it)."""
+    if not selected(context, check):
+        return
     failed = {v: c for v, c in sorted(per_video.items()) if not c.passed}
     if len(per_video) == 1:
         ((video, only),) = per_video.items()

@@ -22,7 +22,7 @@ def fake_segments(context: dg.AssetExecutionContext):
     yield dg.Output(context.partition_key)
     good = context.partition_key != "bad-video"
     found = Check(good, "10 passages" if good else "12 words but no passages", {"words": 12})
-    yield from checks.results(BAD, {context.partition_key: found})
+    yield from checks.results(context, BAD, {context.partition_key: found})
 
 
 @dg.asset(name="embeddings", partitions_def=videos, io_manager_key="mem")
@@ -73,3 +73,4 @@ def test_the_channel_freshness_check_fails_when_nothing_was_downloaded_for_the_w
     assert evaluate()
     time.sleep(4)
     assert not evaluate()  # quiet for longer than the window
+

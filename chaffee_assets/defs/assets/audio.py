@@ -43,7 +43,7 @@ def audio(
     with failing_clearly(context):
         ref, metadata = _audio(context, archive, downloader, artifacts, models)
         yield dg.Output(ref, metadata=metadata)
-        yield from checks.results(checks.AUDIO_DURATION, {ref.meta.video_id: lib_checks.audio_duration(ref)})
+        yield from checks.results(context, checks.AUDIO_DURATION, {ref.meta.video_id: lib_checks.audio_duration(ref)})
 
 
 def _audio(context, archive, downloader, artifacts, models) -> tuple[AudioRef, dict]:

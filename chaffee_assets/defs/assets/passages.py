@@ -58,7 +58,7 @@ def segments(
         result, metadata = _segments(context, passages, models, speaker_labels)
         yield dg.Output(result, metadata=metadata)
         found = lib_checks.passages_bounded(result, len(speaker_labels.words), passages.max_seconds)
-        yield from checks.results(checks.PASSAGES_BOUNDED, {result.video_id: found})
+        yield from checks.results(context, checks.PASSAGES_BOUNDED, {result.video_id: found})
 
 
 def _segments(context, passages, models, speaker_labels: SpeakerLabels) -> tuple[Passages, dict]:
@@ -113,12 +113,12 @@ def build_embedding_assets(model: str) -> list[dg.AssetsDefinition]:
                                     len(skipped), ", ".join(skipped[:20]))
             if not segments:  # nothing to embed: no output (db_rows is skipped), the check says why
                 why = Check(True, "skipped: no passages (the video's run failed before them, or never ran)", {"skipped": True})
-                yield from checks.results(checks.VECTORS_VALID, dict.fromkeys(skipped, why))
+                yield from checks.results(context, checks.VECTORS_VALID, dict.fromkeys(skipped, why))
                 return
             vectors, dim, metadata = _embeddings(context, passages, models, segments)
             yield dg.Output(vectors, metadata={**metadata, "videos_skipped": len(skipped)})
             found = {v: lib_checks.vectors_valid(segments[v], vectors[v], dim) for v in vectors}
-            yield from checks.results(checks.VECTORS_VALID, found)
+            yield from checks.results(context, checks.VECTORS_VALID, found)
 
     @dg.asset(
         partitions_def=videos,
@@ -200,7 +200,7 @@ def _db_rows(context, archive, artifacts, segments: dict[str, Passages], embeddi
             **run_stage_metadata(context),
         }
     )
-    yield from checks.results(checks.ROWS_MATCH, {c.video_id: lib_checks.rows_match(c, segments[c.video_id]) for c in written})
+    yield from checks.results(context, checks.ROWS_MATCH, {c.video_id: lib_checks.rows_match(c, segments[c.video_id]) for c in written})
     model = next((c.model for c in written), None)
     coverage = lib_checks.model_covers_archive(infos.get(model), model) if model else Check(True, "no video written")
-    yield from checks.results(checks.MODEL_COVERS, {"archive": coverage})
+    yield from checks.results(context, checks.MODEL_COVERS, {"archive": coverage})

@@ -145,16 +145,14 @@ def _speech(context, models, speech_options, artifacts, audio: AudioRef) -> Iter
         out = transcribe(context, models, speech_options, audio)
         transcript = out.value
         yield out
-        if checks.selected(context, checks.TRANSCRIPT_PLAUSIBLE):
-            found = lib_checks.transcript_plausible(transcript, audio.speech)
-            yield from checks.results(checks.TRANSCRIPT_PLAUSIBLE, {audio.video_id: found})
+        found = lib_checks.transcript_plausible(transcript, audio.speech)
+        yield from checks.results(context, checks.TRANSCRIPT_PLAUSIBLE, {audio.video_id: found})
     if "diarization" in selected:
         out = diarize(context, models, speech_options, audio)
         diarization = out.value
         yield out
-        if checks.selected(context, checks.DIARIZATION_COVERS):
-            found = lib_checks.diarization_covers(diarization, audio.speech)
-            yield from checks.results(checks.DIARIZATION_COVERS, {audio.video_id: found})
+        found = lib_checks.diarization_covers(diarization, audio.speech)
+        yield from checks.results(context, checks.DIARIZATION_COVERS, {audio.video_id: found})
     if "speaker_labels" in selected:
         store, video_id = artifacts.store, context.partition_key
         if transcript is None:
