@@ -4,7 +4,6 @@ the real speech the project ships (chaffee_assets/testing/data)."""
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 
 import pytest
@@ -50,13 +49,9 @@ def pg_server(tmp_path_factory):
 @pytest.fixture
 def archive_url(pg_server) -> str:
     """A fresh, migrated archive database for one test."""
-    from chaffee_assets.archive import db
+    from tests.helpers.instances import new_database
 
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    db.ensure_database(pg_server.url(), name)
-    url = pg_server.url(name)
-    db.migrate(url)
-    return url
+    return new_database(pg_server)
 
 
 @pytest.fixture

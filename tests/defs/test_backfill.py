@@ -13,18 +13,16 @@ import subprocess
 import sys
 import time
 import urllib.request
-import uuid
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
 from chaffee_assets.app.ingest import register
-from chaffee_assets.archive import db
 from chaffee_assets.defs.checks import ALL_CHECKS, failing
 from chaffee_assets.defs.partitions import run_video
 from chaffee_assets.lib.types import Source
-from tests.helpers.instances import make_settings, served_demo_channel
+from tests.helpers.instances import make_settings, new_database, served_demo_channel
 
 pytestmark = pytest.mark.slow
 
@@ -107,13 +105,8 @@ def _materialized_at(instance, asset: str) -> dict[str, float]:
 def ui(pg_server, fixtures_dir, tmp_path_factory, model_service):
     """`chaffee dev` on a fresh instance, the demo channel's JFK speech served as six talks."""
     folder = tmp_path_factory.mktemp("backfill")
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    db.ensure_database(pg_server.url(), name)
-    db.migrate(pg_server.url(name))
-    dagster_db = f"dg_{uuid.uuid4().hex[:12]}"
-    db.ensure_database(pg_server.url(), dagster_db)
-    settings = make_settings(folder, pg_server.url(name), ray_address=model_service, download_workers=3,
-                             dagster_database_url=pg_server.url(dagster_db))
+    settings = make_settings(folder, new_database(pg_server), ray_address=model_service, download_workers=3,
+                             dagster_database_url=new_database(pg_server, "dg", migrate=False))
     port = _free_port()
     with served_demo_channel(folder / "channel", fixtures_dir) as channel:
         base_url, media, items = channel

@@ -14,7 +14,6 @@ import re
 import signal
 import threading
 import time
-import uuid
 
 import numpy as np
 import pytest
@@ -23,7 +22,7 @@ import soundfile as sf
 from chaffee_assets.app.ingest import ingest, register
 from chaffee_assets.archive import db, writer
 from chaffee_assets.lib.types import Source
-from tests.helpers.instances import dagster_instance, make_settings
+from tests.helpers.instances import dagster_instance, make_settings, new_database
 
 pytestmark = pytest.mark.slow
 
@@ -58,10 +57,7 @@ def _runs_of(instance, video: str) -> list:
 
 
 def test_a_run_killed_while_holding_a_gpu_slot_frees_it_and_is_run_again(pg_server, fixtures_dir, tmp_path, model_service):
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    db.ensure_database(pg_server.url(), name)
-    db.migrate(pg_server.url(name))
-    settings = make_settings(tmp_path, pg_server.url(name), ray_address=model_service, asr_workers=1)
+    settings = make_settings(tmp_path, new_database(pg_server), ray_address=model_service, asr_workers=1)
     with dagster_instance(pg_server, settings) as instance:
         instance.event_log_storage.set_concurrency_slots("gpu", 1)
         src = _talk(tmp_path, "long-talk", fixtures_dir, repeats=20)  # 4 minutes: seconds in the speech step

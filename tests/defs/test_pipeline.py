@@ -4,8 +4,6 @@ interview and a broken video in the same ingest."""
 
 from __future__ import annotations
 
-import uuid
-
 import dagster as dg
 import pytest
 
@@ -14,7 +12,7 @@ from chaffee_assets.app.search import search
 from chaffee_assets.archive import db, writer
 from chaffee_assets.archive.search import choose_model
 from chaffee_assets.lib.types import Source
-from tests.helpers.instances import dagster_instance, make_settings, served_demo_channel
+from tests.helpers.instances import dagster_instance, make_settings, new_database, served_demo_channel
 
 pytestmark = pytest.mark.slow
 
@@ -39,10 +37,7 @@ def _ingest(settings, instance, base_url, items, extra=()):
 @pytest.fixture(scope="module")
 def world(pg_server, fixtures_dir, tmp_path_factory, model_service):
     folder = tmp_path_factory.mktemp("pipeline")
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    db.ensure_database(pg_server.url(), name)
-    db.migrate(pg_server.url(name))
-    settings = make_settings(folder, pg_server.url(name), ray_address=model_service)
+    settings = make_settings(folder, new_database(pg_server), ray_address=model_service)
     with dagster_instance(pg_server, settings) as instance, served_demo_channel(folder / "channel", fixtures_dir) as channel:
         yield settings, instance, channel
 

@@ -9,6 +9,18 @@ from contextlib import contextmanager
 from chaffee_assets.settings import Settings
 
 
+def new_database(pg_server, prefix: str = "t", migrate: bool = True) -> str:
+    """A database of its own on the session's Postgres (the archive's migrations applied unless
+    `migrate` is False); its URL."""
+    from chaffee_assets.archive import db
+
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    db.ensure_database(pg_server.url(), name)
+    if migrate:
+        db.migrate(pg_server.url(name))
+    return pg_server.url(name)
+
+
 def make_settings(folder, database_url: str, **extra) -> Settings:
     voices = folder / "voices"
     voices.mkdir(exist_ok=True)
@@ -29,12 +41,9 @@ def dagster_instance(pg_server, settings: Settings):
     """DAGSTER_HOME on Postgres (a database of its own), written the way `chaffee up` writes it."""
     from dagster import DagsterInstance
 
-    from chaffee_assets.archive import db
     from chaffee_assets.instance.setup import write_dagster_yaml
 
-    name = f"dg_{uuid.uuid4().hex[:12]}"
-    db.ensure_database(pg_server.url(), name)
-    write_dagster_yaml(settings, pg_server.url(name))
+    write_dagster_yaml(settings, new_database(pg_server, "dg", migrate=False))
     inst = DagsterInstance.from_config(str(settings.dagster_home))
     try:
         yield inst
