@@ -7,8 +7,11 @@ model); `SpeakerNamer` adds the one model step, embedding a few turns per cluste
 from __future__ import annotations
 
 import logging
+import math
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from itertools import accumulate
 
 import numpy as np
 
@@ -28,7 +31,6 @@ from chaffee_assets.lib.voices import Embedder
 log = logging.getLogger(__name__)
 
 GUEST = "Guest"
-_BLOCK = 512  # words compared with all turns at once
 
 
 def assign_words(words: Sequence[Word], turns: Sequence[Turn]) -> tuple[Word, ...]:
@@ -36,25 +38,54 @@ def assign_words(words: Sequence[Word], turns: Sequence[Turn]) -> tuple[Word, ..
 
     Ties (including no overlap at all) go to the nearest turn: the smallest gap between the word's
     midpoint and the turn, then the nearest turn centre. Without turns every speaker is None.
+
+    O((words + turns) log turns): turns sorted by start with a running maximum of their ends, so
+    a word looks only at the turns that can reach it (two bisections), never at all of them.
     """
     if not turns:
         return tuple(replace(w, speaker=None) for w in words)
-    ts = np.array([t.start for t in turns], dtype=float)
-    te = np.array([t.end for t in turns], dtype=float)
-    tc = (ts + te) / 2
+    ordered = sorted(turns, key=lambda t: (t.start, t.end))
+    ts = [t.start for t in ordered]
+    te = [t.end for t in ordered]
+    reach = list(accumulate(te, max))  # reach[j]: the latest end among turns 0..j
     out: list[Word] = []
-    for b in range(0, len(words), _BLOCK):
-        block = words[b : b + _BLOCK]
-        ws = np.array([w.start for w in block], dtype=float)[:, None]
-        we = np.array([w.end for w in block], dtype=float)[:, None]
-        mid = (ws + we) / 2
-        overlap = np.maximum(0.0, np.minimum(we, te) - np.maximum(ws, ts))
-        gap = np.maximum(0.0, np.maximum(ts - mid, mid - te))
-        tied = overlap >= overlap.max(axis=1, keepdims=True) - 1e-9
-        cost = np.where(tied, gap + 1e-6 * np.abs(mid - tc), np.inf)
-        best = np.argmin(cost, axis=1)
-        out += [replace(w, speaker=turns[i].speaker) for w, i in zip(block, best, strict=True)]
+    for w in words:
+        mid = (w.start + w.end) / 2
+        # turns that may overlap [start, end]: started before its end, and not all over before its start
+        lo, hi = bisect_right(reach, w.start), bisect_left(ts, w.end)
+        best, best_overlap, best_cost = -1, 0.0, math.inf
+        for j in range(lo, hi):
+            overlap = min(w.end, te[j]) - max(w.start, ts[j])
+            if overlap <= 0.0:
+                continue
+            cost = _gap(mid, ts[j], te[j]) + 1e-6 * abs(mid - (ts[j] + te[j]) / 2)
+            if overlap > best_overlap + 1e-9 or (overlap >= best_overlap - 1e-9 and cost < best_cost):
+                if overlap > best_overlap + 1e-9:
+                    best_overlap = overlap
+                best, best_cost = j, cost
+        if best < 0:
+            best = _nearest(mid, ts, te, reach)
+        out.append(replace(w, speaker=ordered[best].speaker))
     return tuple(out)
+
+
+def _gap(mid: float, start: float, end: float) -> float:
+    return max(0.0, start - mid, mid - end)
+
+
+def _nearest(mid: float, ts: list[float], te: list[float], reach: list[float]) -> int:
+    """The turn nearest to `mid` (none overlaps the word): one containing it (nearest centre
+    first), else the latest-ending turn before it or the first one after it."""
+    lo, hi = bisect_left(reach, mid), bisect_right(ts, mid)
+    inside = [j for j in range(lo, hi) if te[j] >= mid]
+    if inside:
+        return min(inside, key=lambda j: abs(mid - (ts[j] + te[j]) / 2))
+    cands = []
+    if hi > 0:  # turns starting at or before mid all end before it: the latest end is the nearest
+        cands.append(bisect_left(reach, reach[hi - 1], 0, hi))  # where the running maximum reached it
+    if hi < len(ts):
+        cands.append(hi)
+    return min(cands, key=lambda j: (_gap(mid, ts[j], te[j]), abs(mid - (ts[j] + te[j]) / 2)))
 
 
 def first_appearance(turns: Sequence[Turn]) -> list[str]:
@@ -95,10 +126,14 @@ def name_speakers(
     A cluster whose embedding is at least `threshold` cosine-similar to a profile takes the closest
     profile's name (several clusters may take one name: an over-split speaker). The others are
     "Guest 1", "Guest 2"… numbered in `order` (the order of first appearance in the video; default:
-    the mapping's order). With no profiles enrolled, the single speaker of a monologue is `host`.
+    the mapping's order).
+
+    The host: the single speaker of a monologue that matches no enrolled voice is `host`, unless
+    the host is enrolled too (a profile named `host`): then the profile decides, like any voice's.
     """
     order = list(order) if order is not None else list(cluster_embeddings)
     order += [c for c in cluster_embeddings if c not in order]
+    host_enrolled = any(p.name.casefold() == host.casefold() for p in profiles)
     if not profiles and monologue and len(order) == 1:
         return {order[0]: host}
     matches = best_matches(cluster_embeddings, profiles)
@@ -108,6 +143,8 @@ def name_speakers(
         name, sim = matches.get(cluster, (None, -1.0))
         if name is not None and sim >= threshold:
             names[cluster] = name
+        elif monologue and len(order) == 1 and not host_enrolled:
+            names[cluster] = host  # an un-enrolled host keeps his name when others are enrolled
         else:
             guests += 1
             names[cluster] = f"{GUEST} {guests}"

@@ -122,6 +122,20 @@ def test_monologue_without_profiles_is_the_host():
     assert name_speakers(two, [], 0.5, "Chaffee") == {"SPEAKER_00": "Guest 1", "SPEAKER_01": "Guest 2"}
 
 
+def test_an_unenrolled_host_keeps_his_monologues_when_guests_are_enrolled():
+    guest = [_profile("Dr Baker", [0, 1, 0])]
+    host_voice = {"SPEAKER_00": _unit([1, 0, 0])}
+    assert name_speakers(host_voice, guest, 0.5, "Chaffee", monologue=True) == {"SPEAKER_00": "Chaffee"}
+    assert name_speakers({"SPEAKER_00": _unit([0.1, 1, 0])}, guest, 0.5, "Chaffee", monologue=True) == {"SPEAKER_00": "Dr Baker"}
+    # in an interview nobody can be told to be the un-enrolled host: the unknown voice is a guest
+    two = {"SPEAKER_00": _unit([1, 0, 0]), "SPEAKER_01": _unit([0, 1, 0])}
+    assert name_speakers(two, guest, 0.5, "Chaffee", monologue=False) == {"SPEAKER_00": "Guest 1", "SPEAKER_01": "Dr Baker"}
+    # the host enrolled like any voice: the profile decides, a monologue of another voice is a guest
+    both = [*guest, _profile("chaffee", [1, 0, 0])]
+    assert name_speakers(host_voice, both, 0.5, "Chaffee", monologue=True) == {"SPEAKER_00": "chaffee"}
+    assert name_speakers({"SPEAKER_00": _unit([0, 0, 1])}, both, 0.5, "Chaffee", monologue=True) == {"SPEAKER_00": "Guest 1"}
+
+
 def test_first_appearance_order():
     turns = [Turn(5, 6, "SPEAKER_00"), Turn(1, 2, "SPEAKER_01"), Turn(3, 4, "SPEAKER_00")]
     assert first_appearance(turns) == ["SPEAKER_01", "SPEAKER_00"]
@@ -177,3 +191,31 @@ def test_enrolled_voices_are_named_on_other_parts(fixtures_dir, embedder, tmp_pa
     assert labels.names == {"C_Diane": "Diane", "C_JFK": "Guest 1", "C_Sheila": "Sheila"}
     assert labels.similarities["C_Diane"] > 0.5 and labels.similarities["C_JFK"] < 0.3
     assert [w.speaker for w in labels.words] == ["Diane", "Guest 1", "Sheila", "Diane"]
+
+
+def _assign_by_brute_force(words, turns):
+    """The rule of assign_words, every word against every turn (the reference)."""
+    out = []
+    for w in words:
+        mid = (w.start + w.end) / 2
+        overlaps = [max(0.0, min(w.end, t.end) - max(w.start, t.start)) for t in turns]
+        top = max(overlaps)
+        tied = [i for i, o in enumerate(overlaps) if o >= top - 1e-9]
+        best = min(tied, key=lambda i: max(0.0, turns[i].start - mid, mid - turns[i].end) + 1e-6 * abs(mid - (turns[i].start + turns[i].end) / 2))
+        out.append(turns[best].speaker)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_assign_words_matches_every_word_against_every_turn(seed):
+    """Overlapping turns, gaps, words outside every turn, zero-length words: the same speakers as
+    the brute-force rule."""
+    rng = np.random.default_rng(seed)
+    starts = np.sort(rng.uniform(0, 300, 40))
+    turns = [Turn(float(s), float(s + rng.uniform(0.5, 25)), f"S{rng.integers(4)}") for s in starts]
+    words = []
+    for s in rng.uniform(-10, 340, 400):
+        words.append(_w(float(s), float(s + (0.0 if rng.random() < 0.1 else rng.uniform(0.05, 1.5)))))
+    assert [w.speaker for w in assign_words(words, turns)] == _assign_by_brute_force(words, turns)
+    shuffled = [turns[i] for i in rng.permutation(len(turns))]  # the order turns come in does not matter
+    assert [w.speaker for w in assign_words(words, shuffled)] == _assign_by_brute_force(words, turns)
