@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DiarizationMode = Literal["auto", "pyannote", "simple", "off"]
 DeviceSetting = Literal["auto", "cpu", "cuda"]
+AudioRetention = Literal["keep", "drop"]
 
 
 class Settings(BaseSettings):
@@ -28,6 +29,11 @@ class Settings(BaseSettings):
         None, alias="DAGSTER_DATABASE_URL", description="Dagster's storage, when DATABASE_URL is set; unset: the archive's database.",
     )
     artifact_root: str | None = Field(None, alias="ARTIFACT_ROOT", description="Intermediate artifacts: a folder or any fsspec URL (s3://…); default <state>/artifacts.")
+    audio_retention: AudioRetention = Field(
+        "keep", alias="AUDIO_RETENTION",
+        description="keep: each video's decoded audio stays in the artifact store as 16-bit FLAC (lossless, ~half a WAV); "
+        "drop: deleted once its rows are in the archive, fetched again from the source if a step needs it later (re-naming).",
+    )
     channel_url: str = Field("https://www.youtube.com/@anthonychaffeemd/videos", alias="CHANNEL_URL")
 
     # models

@@ -199,6 +199,44 @@ def cmd_search(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rename(settings: Settings, args: argparse.Namespace) -> int:
+    """speaker_labels and what follows, again, for the given videos or every stored one."""
+    from chaffee_assets.app.ingest import refresh
+    from chaffee_assets.archive import db
+    from chaffee_assets.instance.setup import archive_url, up
+
+    up(settings)
+    videos = list(args.videos)
+    if not videos:
+        with db.connect(archive_url(settings)) as conn:
+            videos = [r[0] for r in conn.execute("SELECT video_id FROM videos WHERE passages > 0 ORDER BY video_id")]
+    if not videos:
+        print("no stored videos to re-name")
+        return 0
+    with _stop_on_signals() as stop:
+        outcomes = refresh(settings, videos, ["speaker_labels", "segments", "embeddings", "db_rows"], stop=stop)
+    failed = [o for o in outcomes if not o.ok]
+    print(f"re-named {len(outcomes) - len(failed)} of {len(outcomes)} videos" + (f"; failed: {', '.join(o.video_id for o in failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
+def cmd_gc(settings: Settings, args: argparse.Namespace) -> int:
+    from chaffee_assets.app.gc import gc
+    from chaffee_assets.instance.setup import up
+
+    up(settings, service=False)  # the database and the instance (no model is needed)
+    for line in gc(settings, dry_run=args.dry_run).lines():
+        print(line)
+    return 0
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    from chaffee_assets.app.serve import serve
+
+    serve(settings, host=args.host, port=args.port)
+    return 0
+
+
 def cmd_enroll(settings: Settings, args: argparse.Namespace) -> int:
     from chaffee_assets.instance import model_service
     from chaffee_assets.lib.artifacts import ArtifactStore
@@ -293,6 +331,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--video", help="only passages of this video id")
     s.add_argument("--json", action="store_true", help="JSON output")
     s.set_defaults(fn=cmd_search)
+
+    s = sub.add_parser("rename", help="after enrolling a voice: speaker_labels and what follows again (no whisper, no pyannote)")
+    s.add_argument("videos", nargs="*", help="video ids (default: every stored video)")
+    s.set_defaults(fn=cmd_rename)
+
+    s = sub.add_parser("gc", help="remove vectors of models no longer configured (once the configured one covers "
+                       "every video) and, with AUDIO_RETENTION=drop, stored audio")
+    s.add_argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")
+    s.set_defaults(fn=cmd_gc)
+
+    s = sub.add_parser("serve", help="the search page (and its JSON endpoint) on http://HOST:PORT")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8080)
+    s.set_defaults(fn=cmd_serve)
 
     s = sub.add_parser("enroll", help="create or extend the voice profile NAME from audio files")
     s.add_argument("name")

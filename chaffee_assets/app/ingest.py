@@ -121,6 +121,22 @@ def ingest(
     return _submit_and_follow(settings, video_ids, requests, progress, stop, poll_s)
 
 
+def refresh(
+    settings: Settings,
+    video_ids: list[str],
+    assets: list[str],
+    progress: Callable[[str], None] = print,
+    stop: threading.Event | None = None,
+) -> list[VideoOutcome]:
+    """Materialise `assets` again for each video (one run each, followed to its end), e.g.
+    `speaker_labels` and what follows after a voice was enrolled."""
+    unknown = sorted(set(assets) - set(ALL_ASSETS))
+    if unknown:
+        raise ValueError(f"unknown assets {unknown}; the assets are {', '.join(ALL_ASSETS)}")
+    requests = [({"dagster/partition": v, internals.LAUNCHED_BY: "chaffee refresh"}, list(assets)) for v in video_ids]
+    return _submit_and_follow(settings, video_ids, requests, progress, stop, 1.0)
+
+
 def _submit_and_follow(settings, labels, requests, progress, stop, poll_s) -> list[VideoOutcome]:
     with dagster_instance(settings) as instance, running_daemon(settings, instance) as daemon:
         if daemon.proc is not None:

@@ -28,10 +28,16 @@ from chaffee_assets.lib.vectors import normalize
 
 log = logging.getLogger(__name__)
 
-# The smallest ef_search with recall@10 >= 0.95 in bench/search_recall.py (100k clustered 384-d
-# vectors, HNSW m=16, ef_construction=64; 0.950-0.960 over three seeds, p50 ~2 ms on 2 CPU cores).
-DEFAULT_EF_SEARCH = 64
+# bench/search_recall.py at 450 k clustered 384-d passages (HNSW m=16, ef_construction=128): recall@10
+# 0.955-0.974 at 64 depending on the data, 0.972-0.991 at 200, p95 ~10 ms on 2 CPU cores: 200 keeps
+# the 0.95 goal with a margin at channel size, filtered scans included.
+DEFAULT_EF_SEARCH = 200
 MAX_K = 1000
+# A speaker filter matching at most this many passages is answered by exact search over them (recall
+# 1, and cheaper than walking the graph past every other speaker's passages); a commoner speaker by
+# the HNSW index with pgvector's iterative scan (bench/search_recall.py measures both sides).
+EXACT_FILTER_MAX = 5_000
+MAX_SCAN_TUPLES = 50_000  # how far an iterative scan walks before giving up (pgvector's default 20 000)
 
 QueryVectorFn = Callable[[str], np.ndarray]
 
@@ -116,22 +122,30 @@ def search(
     ef = min(max(int(ef_search), k), 1000)
     with conn.transaction():
         conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(ef),))
-        if video is not None:
-            rows = _fetch(conn, _knn_sql(model, dim, speaker, video, exact=True), qvec, k, speaker, video)
-        else:
-            if speaker is not None:  # keep scanning the graph until k rows pass the filter
-                conn.execute("SELECT set_config('hnsw.iterative_scan', 'strict_order', true)")
-            rows = _fetch(conn, _knn_sql(model, dim, speaker, None, exact=False), qvec, k, speaker, None)
-            if speaker is not None and len(rows) < k:  # a rare speaker: exact search over their passages
-                rows = _fetch(conn, _knn_sql(model, dim, speaker, None, exact=True), qvec, k, speaker, None)
+        exact = video is not None or (speaker is not None and _few_passages(conn, model, speaker))
+        if speaker is not None and not exact:  # keep scanning the graph until k rows pass the filter
+            conn.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)")
+            conn.execute("SELECT set_config('hnsw.max_scan_tuples', %s, true)", (str(MAX_SCAN_TUPLES),))
+        rows = _fetch(conn, _knn_sql(model, dim, speaker, video, exact=exact), qvec, k, speaker, video)
+        if speaker is not None and not exact and len(rows) < k:  # the scan ran out: search exactly
+            rows = _fetch(conn, _knn_sql(model, dim, speaker, None, exact=True), qvec, k, speaker, None)
     log.info("search %r with %s (ef_search %d): %d hits", query[:80], model, ef, len(rows))
     return [
         SearchHit(
             score=1.0 - float(distance), video_id=vid, title=title, speaker=spk, start=float(start),
-            end=float(end), text=text, url=hit_url(source_url, vid, float(start)),
+            end=float(end), text=text, url=hit_url(source_url, vid, float(start)), upload_date=date,
         )
-        for distance, vid, start, end, spk, text, title, source_url in rows
+        for distance, vid, start, end, spk, text, title, source_url, date in rows
     ]
+
+
+def _few_passages(conn: psycopg.Connection, model: str, speaker: str) -> bool:
+    """Whether the speaker has at most EXACT_FILTER_MAX passages (a bounded index-only count)."""
+    row = conn.execute(
+        "SELECT count(*) FROM (SELECT 1 FROM segment_vectors WHERE model = %s AND speaker_key = lower(%s) LIMIT %s) s",
+        (model, speaker, EXACT_FILTER_MAX + 1),
+    ).fetchone()
+    return int(row[0]) <= EXACT_FILTER_MAX
 
 
 def _query_fn(
@@ -165,26 +179,23 @@ def _query_vector(fn: QueryVectorFn, query: str, model: str, dim: int) -> np.nda
 def _knn_sql(model: str, dim: int, speaker: str | None, video: str | None, *, exact: bool) -> sql.Composed:
     """Nearest passages of one model. Approximate: ORDER BY the model's HNSW index expression
     (model and dim as literals so the planner matches the partial index). Exact: a materialised
-    candidate set (one video's or one speaker's passages) sorted in full."""
+    candidate set (one video's or one speaker's passages, by their indexes) sorted in full."""
     dist = sql.SQL("sv.embedding::vector({dim}) <=> %(q)s").format(dim=sql.SQL(str(int(dim))))
     where = [sql.SQL("sv.model = {}").format(sql.Literal(model))]
     if video is not None:
         where.append(sql.SQL("sv.video_id = %(video)s"))
-    join = sql.SQL("")
-    if speaker is not None:
-        join = sql.SQL(
-            "JOIN segments fs ON fs.video_id = sv.video_id AND fs.ordinal = sv.ordinal "
-            "AND lower(fs.speaker) = lower(%(speaker)s)"
-        )
-    cand = sql.SQL("SELECT sv.video_id, sv.ordinal, {dist} AS distance FROM segment_vectors sv {join} WHERE {where}").format(
-        dist=dist, join=join, where=sql.SQL(" AND ").join(where)
+    if speaker is not None:  # the speaker is on the vector's row (migration 005)
+        where.append(sql.SQL("sv.speaker_key = lower(%(speaker)s)"))
+    cand = sql.SQL("SELECT sv.video_id, sv.ordinal, {dist} AS distance FROM segment_vectors sv WHERE {where}").format(
+        dist=dist, where=sql.SQL(" AND ").join(where)
     )
     if exact:
         hits = sql.SQL("WITH cand AS MATERIALIZED ({cand}) SELECT * FROM cand ORDER BY distance LIMIT %(k)s").format(cand=cand)
     else:
         hits = sql.SQL("{cand} ORDER BY {dist} LIMIT %(k)s").format(cand=cand, dist=dist)
     return sql.SQL(
-        "SELECT h.distance, s.video_id, s.start_s, s.end_s, s.speaker, s.text, v.title, v.source_url "
+        "SELECT h.distance, s.video_id, s.start_s, s.end_s, s.speaker, s.text, v.title, v.source_url, "
+        "v.upload_date::text "
         "FROM ({hits}) h JOIN segments s ON s.video_id = h.video_id AND s.ordinal = h.ordinal "
         "JOIN videos v ON v.video_id = h.video_id ORDER BY h.distance, s.video_id, s.ordinal"
     ).format(hits=hits)
@@ -193,6 +204,36 @@ def _knn_sql(model: str, dim: int, speaker: str | None, video: str | None, *, ex
 def _fetch(conn: psycopg.Connection, query: sql.Composed, qvec: np.ndarray, k: int, speaker: str | None, video: str | None) -> list[tuple]:
     params = {"q": qvec, "k": k, "speaker": speaker, "video": video}
     return conn.execute(query, params, prepare=False).fetchall()
+
+
+# -- what can be filtered on ---------------------------------------------------------------------
+
+
+def speakers(conn: psycopg.Connection, limit: int = 200) -> list[tuple[str, int]]:
+    """(speaker, passages) of the archive's speakers, most passages first (for a filter's choices)."""
+    with conn.transaction():
+        rows = conn.execute(
+            "SELECT speaker, count(*) FROM segments GROUP BY speaker ORDER BY count(*) DESC, speaker LIMIT %s", (limit,)
+        ).fetchall()
+    return [(s, int(n)) for s, n in rows]
+
+
+def videos(conn: psycopg.Connection, limit: int = 1000) -> list[tuple[str, str, str | None]]:
+    """(video id, title, upload date) of the videos that have passages, newest first."""
+    with conn.transaction():
+        rows = conn.execute(
+            "SELECT video_id, title, upload_date::text FROM videos WHERE passages > 0 "
+            "ORDER BY upload_date DESC NULLS LAST, video_id LIMIT %s", (limit,)
+        ).fetchall()
+    return [(v, t, d) for v, t, d in rows]
+
+
+def source_of(conn: psycopg.Connection, video_id: str) -> str | None:
+    """The source URL or path recorded for a stored video (None: no such video)."""
+    validate_video_id(video_id)
+    with conn.transaction():
+        row = conn.execute("SELECT source_url FROM videos WHERE video_id = %s", (video_id,)).fetchone()
+    return row[0] if row else None
 
 
 # -- links and output -----------------------------------------------------------------------------
@@ -229,7 +270,8 @@ def format_hits(hits: Sequence[SearchHit], width: int = 100) -> str:
         return "no matching passages"
     blocks = []
     for n, h in enumerate(hits, 1):
-        head = f"{n:>2}. {h.score:.3f}  {h.speaker}  |  {h.title}  |  {hms(h.start)}–{hms(h.end)}"
+        date = f"  |  {h.upload_date}" if h.upload_date else ""
+        head = f"{n:>2}. {h.score:.3f}  {h.speaker}  |  {h.title}{date}  |  {hms(h.start)}–{hms(h.end)}"
         body = textwrap.fill(h.text, width=width, initial_indent="    ", subsequent_indent="    ")
         blocks.append(f"{head}\n{body}\n    {h.url}")
     return "\n\n".join(blocks)

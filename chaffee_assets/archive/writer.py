@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -29,7 +30,7 @@ from chaffee_assets.lib.types import ModelInfo, Passages, PassageVectors, RowCou
 
 log = logging.getLogger(__name__)
 
-INDEX_MAINTENANCE_WORK_MEM = "1GB"  # an HNSW build is far slower when its graph does not fit
+HNSW_M, HNSW_EF_CONSTRUCTION = 16, 128  # at 450 k passages ef_construction 64 capped recall@10 at 0.92 (bench/search_recall.py)
 
 
 # -- writing --------------------------------------------------------------------------------------
@@ -65,7 +66,8 @@ def write_video(
             _register_model(conn, vectors.model, vectors.dim)
         _upsert_video(conn, meta)
         seg_replaced = _replace_segments(conn, passages)
-        vec_replaced = has_rows and _replace_vectors(conn, vectors, force=seg_replaced)
+        vec_replaced = has_rows and _replace_vectors(conn, vectors, passages, force=seg_replaced)
+        _record_coverage(conn, vid, vectors.model, len(passages.passages), segments_replaced=seg_replaced)
     counts = RowCounts(
         video_id=vid,
         model=vectors.model,
@@ -103,6 +105,20 @@ def delete_video(conn: psycopg.Connection, video_id: str) -> bool:
     with _db_errors(video_id, "deleting it"), conn.transaction():
         cur = conn.execute("DELETE FROM videos WHERE video_id = %s", (video_id,))
         return cur.rowcount > 0
+
+
+def drop_model(conn: psycopg.Connection, model: str) -> int:
+    """Remove a model: its HNSW index, its vectors and its coverage rows, in one transaction; the
+    number of vectors removed (0: not registered). Callers check that another model covers the
+    archive first (`chaffee gc`)."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key(model),))
+        n = conn.execute("SELECT count(*) FROM segment_vectors WHERE model = %s", (model,)).fetchone()[0]
+        conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(index_name(model))))
+        conn.execute("DELETE FROM segment_vectors WHERE model = %s", (model,))
+        gone = conn.execute("DELETE FROM embedding_models WHERE model = %s", (model,)).rowcount
+    log.info("dropped embedding model %s: %d vectors and its index", model, n)
+    return int(n) if gone else 0
 
 
 # -- indexes --------------------------------------------------------------------------------------
@@ -144,10 +160,13 @@ def build_index(conn: psycopg.Connection, model: str, *, concurrently: bool = Tr
                 return 0.0
             if valid:  # a failed concurrent build left an invalid index
                 conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(name)))
-            conn.execute("SELECT set_config('maintenance_work_mem', %s, false)", (INDEX_MAINTENANCE_WORK_MEM,))
+            n = conn.execute("SELECT count(*) FROM segment_vectors WHERE model = %s", (model,)).fetchone()[0]
+            for name_, value in index_build_settings(int(n), dim).items():
+                conn.execute("SELECT set_config(%s, %s, false)", (name_, value))
             conn.execute(_index_ddl(model, dim, concurrently=concurrently))
         finally:
             conn.execute("RESET maintenance_work_mem")
+            conn.execute("RESET max_parallel_maintenance_workers")
             conn.execute("SELECT pg_advisory_unlock(%s)", (_lock_key(model),))
     except psycopg.Error as e:
         raise DatabaseError(f"building the HNSW index of model {model!r} failed: {e}") from e
@@ -158,11 +177,31 @@ def build_index(conn: psycopg.Connection, model: str, *, concurrently: bool = Tr
     return seconds
 
 
+def index_build_settings(n_vectors: int, dim: int) -> dict[str, str]:
+    """Session settings for building an HNSW index over `n_vectors` of `dim`: a `maintenance_work_mem`
+    that holds the whole graph (a build slows down many times once it spills) and parallel workers.
+
+    Sized from the client machine, which is the server's on the embedded default; a server that
+    allows less caps these itself.
+    """
+    graph = n_vectors * (4 * dim + 2 * HNSW_M * 16 + 96)  # vector + layer-0 neighbours + element header
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        ram = 8 << 30
+    mem_mb = int(min(max(graph * 1.25, 64 << 20), min(4 << 30, ram // 4))) >> 20
+    workers = max(0, min((os.cpu_count() or 1) - 1, 4))
+    return {"maintenance_work_mem": f"{mem_mb}MB", "max_parallel_maintenance_workers": str(workers)}
+
+
 def _index_ddl(model: str, dim: int, *, concurrently: bool = False) -> sql.Composed:
     return sql.SQL(
         "CREATE INDEX {conc} IF NOT EXISTS {name} ON segment_vectors "
-        "USING hnsw ((embedding::vector({dim})) vector_cosine_ops) WHERE model = {model}"
+        "USING hnsw ((embedding::vector({dim})) vector_cosine_ops) WITH (m = {m}, ef_construction = {efc}) "
+        "WHERE model = {model}"
     ).format(
+        m=sql.SQL(str(HNSW_M)),
+        efc=sql.SQL(str(HNSW_EF_CONSTRUCTION)),
         conc=sql.SQL("CONCURRENTLY" if concurrently else ""),
         name=sql.Identifier(index_name(model)),
         dim=sql.SQL(str(int(dim))),
@@ -182,7 +221,7 @@ def _ensure_index_in_tx(conn: psycopg.Connection, model: str, dim: int) -> bool:
     if has_index(conn, model):
         return False
     t0 = time.perf_counter()
-    conn.execute("SELECT set_config('maintenance_work_mem', %s, true)", (INDEX_MAINTENANCE_WORK_MEM,))
+    conn.execute("SELECT set_config('maintenance_work_mem', %s, true)", (index_build_settings(1000, dim)["maintenance_work_mem"],))
     conn.execute(_index_ddl(model, dim))
     log.info("created HNSW index %s for model %s (dim %d) in %.2f s", index_name(model), model, dim, time.perf_counter() - t0)
     return True
@@ -210,20 +249,17 @@ def counts(conn: psycopg.Connection) -> dict:
 def model_infos(conn: psycopg.Connection) -> list[ModelInfo]:
     """Every registered model with its coverage, most recently created first.
 
-    A video counts as covered when it has any vector of the model: `write_video` writes all of a
-    video's vectors of a model in one transaction and a change of passages drops every model's.
+    Coverage is data, kept by `write_video` in its own transaction (`video_models` and the counters
+    of migration 005): reading it costs the same at 10 videos or 10 000. A video counts as covered
+    when it has the model's vectors: `write_video` writes all of a video's vectors of a model at
+    once, and a change of passages drops every model's.
     """
     with conn.transaction():
-        total = conn.execute(
-            "SELECT count(*) FROM videos v WHERE EXISTS (SELECT 1 FROM segments s WHERE s.video_id = v.video_id)"
-        ).fetchone()[0]
         rows = conn.execute(
-            "SELECT m.model, m.dim, m.created_at, "
-            "  (SELECT count(*) FROM videos v WHERE EXISTS "
-            "     (SELECT 1 FROM segment_vectors sv WHERE sv.model = m.model AND sv.video_id = v.video_id)) "
-            "FROM embedding_models m ORDER BY m.created_at DESC, m.model"
+            "SELECT m.model, m.dim, m.created_at, m.videos_covered, t.videos_with_passages "
+            "FROM embedding_models m CROSS JOIN archive_totals t ORDER BY m.created_at DESC, m.model"
         ).fetchall()
-    return [ModelInfo(m, int(d), c, int(n), int(total)) for m, d, c, n in rows]
+    return [ModelInfo(m, int(d), c, int(n), int(total)) for m, d, c, n, total in rows]
 
 
 def model_coverage(conn: psycopg.Connection) -> dict[str, tuple[int, int]]:
@@ -309,7 +345,7 @@ def _replace_segments(conn: psycopg.Connection, passages: Passages) -> bool:
     return True
 
 
-def _replace_vectors(conn: psycopg.Connection, vectors: PassageVectors, *, force: bool) -> bool:
+def _replace_vectors(conn: psycopg.Connection, vectors: PassageVectors, passages: Passages, *, force: bool) -> bool:
     """Replace the video's vectors of this model (binary COPY) unless they are unchanged."""
     vid, model = vectors.video_id, vectors.model
     new = np.ascontiguousarray(vectors.vectors, dtype=np.float32)
@@ -322,15 +358,33 @@ def _replace_vectors(conn: psycopg.Connection, vectors: PassageVectors, *, force
         if len(stored) == len(new) and all(np.array_equal(r[0].to_numpy(), v) for r, v in zip(stored, new, strict=True)):
             return False
     conn.execute("DELETE FROM segment_vectors WHERE model = %s AND video_id = %s", (model, vid))
-    copy_vectors(conn, vid, model, new)
+    copy_vectors(conn, vid, model, new, [p.speaker for p in passages.passages])
     return True
 
 
-def copy_vectors(conn: psycopg.Connection, video_id: str, model: str, vectors: np.ndarray, first_ordinal: int = 0) -> None:
-    """Binary COPY of one video's vectors (rows `first_ordinal`…) into segment_vectors."""
+def _record_coverage(conn: psycopg.Connection, vid: str, model: str, n: int, *, segments_replaced: bool) -> None:
+    """The video's passage count and the models whose vectors it has (the counters follow by trigger).
+
+    Rows are changed one model at a time in one order for every writer, so two writers updating
+    the same models' counters queue instead of deadlocking.
+    """
+    conn.execute("UPDATE videos SET passages = %s WHERE video_id = %s AND passages <> %s", (n, vid, n))
+    have = {r[0] for r in conn.execute("SELECT model FROM video_models WHERE video_id = %s", (vid,))}
+    want = set() if n == 0 else ({model} if segments_replaced else have | {model})
+    for m in sorted(have ^ want):
+        if m in want:
+            conn.execute("INSERT INTO video_models (model, video_id) VALUES (%s, %s)", (m, vid))
+        else:
+            conn.execute("DELETE FROM video_models WHERE model = %s AND video_id = %s", (m, vid))
+
+
+def copy_vectors(conn: psycopg.Connection, video_id: str, model: str, vectors: np.ndarray, speakers: list[str]) -> None:
+    """Binary COPY of one video's vectors (rows 0…, with their passages' speakers) into segment_vectors."""
+    if len(speakers) != len(vectors):
+        raise VideoError(video_id, f"{len(vectors)} vectors but {len(speakers)} speakers")
     with conn.cursor() as cur, cur.copy(
-        "COPY segment_vectors (video_id, ordinal, model, embedding) FROM STDIN WITH (FORMAT BINARY)"
+        "COPY segment_vectors (video_id, ordinal, model, embedding, speaker_key) FROM STDIN WITH (FORMAT BINARY)"
     ) as copy:
-        copy.set_types(["text", "int4", "text", "vector"])
-        for i, v in enumerate(vectors):
-            copy.write_row((video_id, first_ordinal + i, model, v))
+        copy.set_types(["text", "int4", "text", "vector", "text"])
+        for i, (v, who) in enumerate(zip(vectors, speakers, strict=True)):
+            copy.write_row((video_id, i, model, v, who.lower()))

@@ -34,7 +34,7 @@ def build_resources(settings: Settings, archive_url: str, service_address_file: 
     where `chaffee up` recorded the local model service's head (unused with RAY_ADDRESS)."""
     archive = secret("DATABASE_URL", archive_url) if settings.database_url else archive_url
     return {
-        "artifacts": ArtifactIOManager(root=settings.artifact_url),
+        "artifacts": ArtifactIOManager(root=settings.artifact_url, audio_retention=settings.audio_retention),
         "archive": ArchiveResource(database_url=archive),
         "downloader": DownloaderResource(
             workdir=str(settings.state_path / "downloads"), timeout_seconds=settings.download_timeout_seconds,

@@ -26,6 +26,7 @@ ALLOW_MISSING = "chaffee/allow_missing_partitions"
 
 class ArtifactIOManager(dg.ConfigurableIOManager):
     root: str
+    audio_retention: str = "keep"  # the AUDIO_RETENTION setting: "drop" removes the audio after db_rows
 
     @cached_property
     def store(self) -> ArtifactStore:

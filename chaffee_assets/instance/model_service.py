@@ -320,10 +320,11 @@ def down(settings: Settings) -> bool:
     return stop_head(settings)
 
 
-def client(settings: Settings):
-    """A client of the service for this installation (RAY_ADDRESS, or the local head)."""
+def client(settings: Settings, **options):
+    """A client of the service for this installation (RAY_ADDRESS, or the local head); `options`
+    go to `ModelClient` (timeouts)."""
     from chaffee_assets.lib.models.client import ModelClient
 
     if settings.ray_address:
-        return ModelClient(settings.ray_address)
-    return ModelClient(address_file=str(head_file(settings)))
+        return ModelClient(settings.ray_address, **options)
+    return ModelClient(address_file=str(head_file(settings)), **options)

@@ -134,6 +134,7 @@ def up(settings: Settings, service: bool = True) -> Up:
         archive = settings.database_url
         embedded = False
     else:
+        was_running = embedded_pg.running(settings.pg_data_dir) is not None
         info = embedded_pg.start(settings.pg_data_dir)
         private_folder(settings.state_path)  # the server's start opens the folders above its data
         db.ensure_database(info.url(), ARCHIVE_DB)
@@ -142,6 +143,8 @@ def up(settings: Settings, service: bool = True) -> Up:
         embedded = True
     started = time.perf_counter() - t0
     applied = db.migrate(archive)
+    if embedded:  # memory sized from the archive as it is now; a restart only if we just started it
+        embedded_pg.tune(info, ARCHIVE_DB, restart=not was_running)
     dagster_url = dagster_storage_url(settings, archive)
     write_dagster_yaml(settings, dagster_url)
     write_workspace(settings)

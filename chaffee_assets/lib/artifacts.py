@@ -13,7 +13,13 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any, TypeVar
 
 import fsspec
@@ -88,6 +94,44 @@ class ArtifactStore:
         path = self.path(asset, video_id, ".flac")
         self._write_bytes(path, buf.getvalue())
         return path if self.is_local else self._full_url(path)
+
+    @contextmanager
+    def writing_waveform(self, asset: str, video_id: str) -> Iterator[tuple[Path, str]]:
+        """(a local file to write the 16 kHz FLAC into, the URL it will have): on success the file
+        becomes the stored waveform (renamed into place here, uploaded to object storage), on any
+        failure nothing is left, and an older waveform stays whole."""
+        final = self.path(asset, video_id, ".flac")
+        if self.is_local:
+            Path(final).parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(final).with_name(f".{Path(final).name}.{uuid.uuid4().hex}.tmp")
+        else:
+            fd, name = tempfile.mkstemp(prefix=f"{video_id}.", suffix=".flac")
+            os.close(fd)
+            tmp = Path(name)
+        try:
+            yield tmp, (final if self.is_local else self._full_url(final))
+            if self.is_local:
+                with open(tmp, "rb+") as f:
+                    os.fsync(f.fileno())
+                os.chmod(tmp, 0o644)
+                os.replace(tmp, final)
+            else:
+                self.fs.put_file(str(tmp), final)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def has_waveform(self, asset: str, video_id: str) -> bool:
+        return self.fs.exists(self.path(asset, video_id, ".flac"))
+
+    def delete_waveform(self, asset: str, video_id: str) -> int:
+        """Remove a stored waveform (the asset's other artifacts stay); the bytes freed."""
+        path = self.path(asset, video_id, ".flac")
+        try:
+            size = int(self.fs.size(path))
+        except FileNotFoundError:
+            return 0
+        self.fs.rm(path)
+        return size
 
     def _full_url(self, path: str) -> str:
         protocol = self.fs.protocol[0] if isinstance(self.fs.protocol, tuple) else self.fs.protocol

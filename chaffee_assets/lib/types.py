@@ -232,6 +232,7 @@ class SearchHit:
     end: float
     text: str
     url: str
+    upload_date: str | None = None  # ISO date of the video's upload, when known
 
 
 # -- voices ---------------------------------------------------------------------------------------

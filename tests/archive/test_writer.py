@@ -176,3 +176,41 @@ def test_bad_input_is_refused(conn):
     with pytest.raises(DatabaseError, match="dimension 8"):
         writer.write_video(conn, meta("vid2"), passages("vid2", 2), vectors("vid2", 2, dim=16))
     assert writer.counts(conn) == {"videos": 1, "segments": 2, "vectors": {MODEL_A: 2}}
+
+
+def recounted(conn) -> dict[str, tuple[int, int]]:
+    """Coverage recomputed from the vectors themselves (what the kept counters must equal)."""
+    total = conn.execute("SELECT count(DISTINCT video_id) FROM segments").fetchone()[0]
+    rows = conn.execute(
+        "SELECT m.model, (SELECT count(DISTINCT video_id) FROM segment_vectors v WHERE v.model = m.model) FROM embedding_models m"
+    ).fetchall()
+    conn.commit()
+    return {m: (int(n), int(total)) for m, n in rows}
+
+
+def test_kept_coverage_equals_a_recount_after_every_kind_of_write(conn, archive_url):
+    steps = [
+        lambda: writer.write_video(conn, meta("v1"), passages("v1", 3), vectors("v1", 3)),
+        lambda: writer.write_video(conn, meta("v2"), passages("v2", 2), vectors("v2", 2)),
+        lambda: writer.write_video(conn, meta("v1"), passages("v1", 3), vectors("v1", 3, model=MODEL_B, dim=16)),
+        lambda: writer.write_video(conn, meta("v1"), passages("v1", 3), vectors("v1", 3, model=MODEL_B, dim=16)),  # a re-run
+        lambda: writer.write_video(conn, meta("v1"), passages("v1", 4, tag="new"), vectors("v1", 4)),  # drops B's
+        lambda: writer.write_video(conn, meta("v3"), passages("v3", 0), vectors("v3", 0)),  # no passages
+        lambda: writer.write_video(conn, meta("v2"), passages("v2", 0), vectors("v2", 0)),  # passages gone
+        lambda: writer.upsert_video_meta(conn, meta("v1", "Renamed")),
+        lambda: writer.delete_video(conn, "v1"),
+    ]
+    for step in steps:
+        step()
+        assert writer.model_coverage(conn) == recounted(conn)
+    # several writers at once on the same counters: no deadlock, no lost update
+    from concurrent.futures import ThreadPoolExecutor
+
+    def write(i: int) -> None:
+        with db.connect(archive_url) as c:
+            writer.write_video(c, meta(f"w{i}"), passages(f"w{i}", 2), vectors(f"w{i}", 2, seed=i))
+            writer.write_video(c, meta(f"w{i}"), passages(f"w{i}", 2), vectors(f"w{i}", 2, model=MODEL_B, dim=16))
+
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(write, range(12)))
+    assert writer.model_coverage(conn) == recounted(conn) == {MODEL_A: (12, 12), MODEL_B: (12, 12)}

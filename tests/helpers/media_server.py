@@ -19,6 +19,7 @@ class Route:
     # statuses for the first requests, in order (200: serve the body); then the body every time
     fail_first: list[int] = field(default_factory=list)
     trickle: tuple[int, float] | None = None  # (bytes, seconds): the body sent that slowly
+    ranges: bool = False  # answer `Range: bytes=a-b` with 206 (what a browser needs to seek)
 
 
 @dataclass(frozen=True)
@@ -41,8 +42,9 @@ class MediaServer:
 
     # -- routes -------------------------------------------------------------------------------
     def add(self, path: str, body: bytes, content_type: str = "application/octet-stream", *,
-            status: int = 200, fail_first: list[int] | None = None, trickle: tuple[int, float] | None = None) -> str:
-        self.routes[path] = Route(body, content_type, status, list(fail_first or []), trickle)
+            status: int = 200, fail_first: list[int] | None = None, trickle: tuple[int, float] | None = None,
+            ranges: bool = False) -> str:
+        self.routes[path] = Route(body, content_type, status, list(fail_first or []), trickle, ranges)
         return self.url(path)
 
     def add_file(self, path: str, file: Path, content_type: str = "application/octet-stream", **kw) -> str:
@@ -78,11 +80,23 @@ class MediaServer:
                         status, body, ctype = failing, f"<html>error {failing}</html>".encode(), "text/html"
                     else:
                         status, body, ctype = route.status, route.body, route.content_type
+                extra = {}
+                wanted = self.headers.get("Range", "")
+                if route is not None and route.ranges and status == 200:
+                    extra["Accept-Ranges"] = "bytes"
+                    if wanted.startswith("bytes=") and "," not in wanted:
+                        first, _, last = wanted[6:].partition("-")
+                        a = int(first or 0)
+                        b = min(int(last) if last else len(body) - 1, len(body) - 1)
+                        extra["Content-Range"] = f"bytes {a}-{b}/{len(body)}"
+                        status, body = 206, body[a : b + 1]
                 with server._lock:
                     server.requests.append(Request(self.command, path, status))
                 self.send_response(status)
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
+                for k, v in extra.items():
+                    self.send_header(k, v)
                 self.end_headers()
                 if not head:
                     try:

@@ -46,29 +46,48 @@ def audio(
         yield from checks.results(context, checks.AUDIO_DURATION, {ref.meta.video_id: lib_checks.audio_duration(ref)})
 
 
-def _audio(context, archive, downloader, artifacts, models) -> tuple[AudioRef, dict]:
-    from chaffee_assets.lib.media.download import fetch_audio
+def fetch_and_store(archive, downloader, artifacts, video_id: str) -> tuple:
+    """Download and decode the video's source into the artifact store: (meta, waveform URL, seconds).
+    Decoded straight into the stored FLAC: the run never holds the waveform (the service reads it
+    from the store)."""
+    from chaffee_assets.lib.media.download import fetch_audio_file
 
-    video_id = validate_video_id(context.partition_key)
     with archive.connect() as conn:
         src = sources.lookup(conn, video_id)
         url = src.url if src else sources.source_url_for(conn, video_id)
     if url is None:
         raise DownloadError(video_id, "no source registered for this video (add it with `chaffee ingest URL` or the sensor)")
-
     Path(downloader.workdir).mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(dir=downloader.workdir, prefix=f"{video_id}-") as work:
-        fetched = fetch_audio(
-            url, video_id, Path(work), retries=0,  # transient causes: Dagster retries the step (policies.RETRY)
+    with (tempfile.TemporaryDirectory(dir=downloader.workdir, prefix=f"{video_id}-") as work,
+          artifacts.store.writing_waveform("audio", video_id) as (flac, stored)):
+        meta = fetch_audio_file(
+            url, video_id, Path(work), flac, retries=0,  # transient causes: Dagster retries the step (policies.RETRY)
             title=src.title if src else None, upload_date=src.upload_date if src else None,
             allow_local=src is not None and src.origin == "cli",  # a feed's or the sensor's: http(s) only
             deadline_s=downloader.timeout_seconds, max_bytes=downloader.max_bytes,
         )
+    return meta, stored, meta.duration_s
+
+
+def restore_audio(context, archive, downloader, artifacts, ref: AudioRef) -> None:
+    """Fetch a video's audio again when AUDIO_RETENTION=drop removed it after its rows were
+    written and a step needs it again (new voices to name, a new whisper model)."""
+    if artifacts.store.has_waveform("audio", ref.video_id):
+        return
+    t0 = time.perf_counter()
+    _, _, seconds = fetch_and_store(archive, downloader, artifacts, ref.video_id)
+    if abs(seconds - ref.seconds) > 1.0:
+        raise DownloadError(ref.video_id, f"its source now gives {seconds:.1f} s of audio, not the {ref.seconds:.1f} s "
+                            "it was transcribed from: re-materialise `audio` and what follows")
+    context.log.info("video %s: audio fetched again from its source in %.1f s (AUDIO_RETENTION=drop removed it)",
+                     ref.video_id, time.perf_counter() - t0)
+
+
+def _audio(context, archive, downloader, artifacts, models) -> tuple[AudioRef, dict]:
+    video_id = validate_video_id(context.partition_key)
+    t0 = time.perf_counter()
+    meta, stored, seconds = fetch_and_store(archive, downloader, artifacts, video_id)
     fetch_seconds = time.perf_counter() - t0
-    meta, seconds = fetched.meta, fetched.seconds
-    stored = artifacts.store.save_waveform("audio", video_id, fetched.waveform)
-    del fetched  # the waveform is not held after this step: the service reads it from the store
     served = models.call("speech_regions", stored, video_id, about=f"video {video_id}")
     ref = AudioRef(meta=meta, url=stored, seconds=seconds, speech=served.value)
     context.log.info("video %s: %r, %.0f s of audio (%.0f s of speech), fetched and decoded in %.1f s",

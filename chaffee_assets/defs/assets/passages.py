@@ -188,6 +188,9 @@ def _db_rows(context, archive, artifacts, segments: dict[str, Passages], embeddi
         infos = {i.model: i for i in writer.model_infos(conn)}
     for c in written:
         context.log.info("video %s: %d passages, %d vectors (%s) written", c.video_id, c.segments, c.vectors, c.model)
+    dropped = 0
+    if artifacts.audio_retention == "drop":  # the rows are committed: the audio is not needed to search
+        dropped = sum(store.delete_waveform("audio", c.video_id) for c in written)
     yield dg.MaterializeResult(
         metadata={
             "videos": len(written),
@@ -196,6 +199,8 @@ def _db_rows(context, archive, artifacts, segments: dict[str, Passages], embeddi
             "vectors": sum(c.vectors for c in written),
             "segments_replaced": sum(1 for c in written if c.segments_replaced),
             "index_created": any(c.index_created for c in written),
+            "audio_retention": artifacts.audio_retention,
+            "audio_dropped_bytes": dropped,
             "seconds": round(time.perf_counter() - t0, 2),
             **run_stage_metadata(context),
         }

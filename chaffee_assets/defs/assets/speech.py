@@ -14,11 +14,17 @@ from collections.abc import Iterator
 import dagster as dg
 
 from chaffee_assets.defs import checks
+from chaffee_assets.defs.assets.audio import restore_audio
 from chaffee_assets.defs.io import ArtifactIOManager
 from chaffee_assets.defs.metadata import served_metadata
 from chaffee_assets.defs.partitions import videos
 from chaffee_assets.defs.policies import RETRY, failing_clearly
-from chaffee_assets.defs.resources import ModelServiceResource, SpeechOptionsResource
+from chaffee_assets.defs.resources import (
+    ArchiveResource,
+    DownloaderResource,
+    ModelServiceResource,
+    SpeechOptionsResource,
+)
 from chaffee_assets.lib import checks as lib_checks
 from chaffee_assets.lib.types import AudioRef, Diarization, SpeakerLabels, Transcript
 
@@ -131,10 +137,13 @@ def speech(
     models: ModelServiceResource,
     speech_options: SpeechOptionsResource,
     artifacts: dg.ResourceParam[ArtifactIOManager],
+    archive: ArchiveResource,
+    downloader: DownloaderResource,
     audio: AudioRef,
 ) -> Iterator[dg.Output | dg.AssetCheckResult]:
     """Whisper, then the speaker turns, then their names: the selected ones of the three assets."""
     with failing_clearly(context):
+        restore_audio(context, archive, downloader, artifacts, audio)  # AUDIO_RETENTION=drop removed it
         yield from _speech(context, models, speech_options, artifacts, audio)
 
 

@@ -1,7 +1,9 @@
-"""Decode any media file to a 16 kHz mono float32 waveform with PyAV (in process, no subprocess).
+"""Decode any media file to 16 kHz mono with PyAV (in process, no subprocess).
 
-Frames are streamed through one resampler into a single growing buffer, so a 1.5 h talk costs
-one array of its final size (~350 MB at 16 kHz float32), not a list of thousands of small ones.
+Frames are streamed through one resampler, 1 s at a time, into a sink: `decode_to_16k_mono`
+gathers them into one array of its final size (~350 MB at 16 kHz float32 for a 1.5 h talk, not a
+list of thousands of small ones); `decode_to_flac` writes them to a 16-bit FLAC file as they come,
+so a run that stores a talk's audio holds a second of it at a time, whatever the talk's length.
 Every failure is a `DecodeError` naming the video and the cause: an empty file, a web page or
 text where media was expected, no audio stream, truncated or corrupt media.
 """
@@ -129,23 +131,53 @@ class _Samples:
 
 def decode_to_16k_mono(path: str | Path, video_id: str, *, start: float | None = None, end: float | None = None) -> np.ndarray:
     """The file's first audio stream as a float32 array, 16 kHz, mono, in [-1, 1]; with `start` /
-    `end`, only those seconds of it (decoding stops at `end`). The one decoder of the project."""
+    `end`, only those seconds of it (decoding stops at `end`)."""
+    path = Path(path)
+    samples: _Samples | None = None
+
+    def begin(declared: float | None) -> None:
+        nonlocal samples
+        samples = _Samples(int((declared or 600.0) * SAMPLE_RATE * 1.02))
+
+    stop = int(end * SAMPLE_RATE) if end is not None else None
+    _decode(path, video_id, begin, lambda chunk: samples.append(chunk), stop)
+    wav = samples.finish()
+    if start is None and end is None:
+        return wav
+    return wav[int((start or 0.0) * SAMPLE_RATE) : stop].copy()
+
+
+def decode_to_flac(path: str | Path, video_id: str, out: str | Path) -> float:
+    """The file's first audio stream written to `out` as 16 kHz mono 16-bit FLAC, a second at a
+    time (nothing of the talk is held in memory); its seconds."""
+    import soundfile as sf
+
+    with sf.SoundFile(str(out), "w", samplerate=SAMPLE_RATE, channels=1, subtype="PCM_16", format="FLAC") as f:
+        n = _decode(Path(path), video_id, lambda declared: None, lambda chunk: f.write(np.clip(chunk, -1.0, 1.0)), None)
+    return n / SAMPLE_RATE
+
+
+def _decode(path: Path, video_id: str, begin, sink, stop: int | None) -> int:
+    """Stream the first audio stream through the resampler into `sink` (float32 chunks); `begin`
+    gets the declared duration first. Returns the samples decoded. The one decoder of the project."""
     import av
 
-    path = Path(path)
     _check_file(path, video_id)
     with _open(path, video_id) as container:
         stream = _audio_stream(container, path, video_id)
         declared = _declared_seconds(container, stream)
-        samples = _Samples(int((declared or 600.0) * SAMPLE_RATE * 1.02))
+        begin(declared)
         # 1 s output frames: 50x fewer Python round trips than Opus's 20 ms frames
         resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE, frame_size=SAMPLE_RATE)
         bad_packets, first_error = 0, None
-        stop = int(end * SAMPLE_RATE) if end is not None else None
+        n = 0
 
         def push(frame: av.AudioFrame | None) -> None:
+            nonlocal n
             for out in resampler.resample(frame):
-                samples.append(out.to_ndarray().reshape(-1))
+                chunk = out.to_ndarray().reshape(-1)
+                sink(chunk)
+                n += chunk.size
 
         try:
             for packet in container.demux(stream):
@@ -157,16 +189,16 @@ def decode_to_16k_mono(path: str | Path, video_id: str, *, start: float | None =
                     continue
                 for frame in frames:
                     push(frame)
-                if stop is not None and samples.n >= stop:
+                if stop is not None and n >= stop:
                     break  # a clip: the rest is not needed
             push(None)
         except av.error.FFmpegError as e:
             raise DecodeError(
-                video_id, f"corrupt media in {path.name} after {samples.n / SAMPLE_RATE:.1f} s: {e}"
+                video_id, f"corrupt media in {path.name} after {n / SAMPLE_RATE:.1f} s: {e}"
             ) from e
 
-    seconds = samples.n / SAMPLE_RATE
-    if samples.n == 0:
+    seconds = n / SAMPLE_RATE
+    if n == 0:
         cause = f": {first_error}" if first_error else ""
         raise DecodeError(video_id, f"no audio could be decoded from {path.name}{cause}")
     truncated = declared and seconds < declared * _TRUNCATION_RATIO and declared - seconds > _TRUNCATION_MIN_GAP_S
@@ -181,7 +213,4 @@ def decode_to_16k_mono(path: str | Path, video_id: str, *, start: float | None =
                     path.name, first_error)
     log.debug("video %s: decoded %.1f s from %s (%s, %d Hz, %d ch)", video_id, seconds, path.name,
               stream.codec_context.name, stream.codec_context.sample_rate or 0, stream.codec_context.channels or 0)
-    wav = samples.finish()
-    if start is None and end is None:
-        return wav
-    return wav[int((start or 0.0) * SAMPLE_RATE) : stop].copy()
+    return n

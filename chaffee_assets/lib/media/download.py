@@ -15,6 +15,7 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -22,7 +23,7 @@ from urllib.request import url2pathname
 
 from chaffee_assets.lib.errors import DecodeError, DownloadError
 from chaffee_assets.lib.ids import validate_video_id, youtube_id, youtube_watch_url
-from chaffee_assets.lib.media.decode import decode_to_16k_mono
+from chaffee_assets.lib.media.decode import decode_to_16k_mono, decode_to_flac
 from chaffee_assets.lib.media.fetch import Bounds, SourceRefused, check_source
 from chaffee_assets.lib.media.ytdlp import YtdlpLogger
 from chaffee_assets.lib.types import SAMPLE_RATE, Audio, VideoMeta
@@ -65,6 +66,31 @@ def fetch_audio(
     fails the video). `title` / `upload_date` (ISO), when the caller knows them (a feed entry),
     override what the download reports.
     """
+    got: list = []  # the waveform
+
+    def decode(path: Path) -> float:
+        got.append(decode_to_16k_mono(path, video_id))
+        return len(got[0]) / SAMPLE_RATE
+
+    meta = _fetch(source, video_id, workdir, retries, backoff_s, decode, title=title, upload_date=upload_date,
+                  allow_local=allow_local, deadline_s=deadline_s, max_bytes=max_bytes)
+    return Audio(meta=meta, waveform=got[0])
+
+
+def fetch_audio_file(source: str, video_id: str, workdir: Path, out: Path, retries: int = 3, backoff_s: float = 1.0,
+                     **options: Any) -> VideoMeta:
+    """`fetch_audio`, decoded into the 16-bit FLAC file `out` as it is read: the talk is never
+    held in memory (a 1.5 h talk: ~350 MB as an array), whatever its length. Same options."""
+
+    def decode(path: Path) -> float:
+        return decode_to_flac(path, video_id, out)
+
+    return _fetch(source, video_id, workdir, retries, backoff_s, decode, **options)
+
+
+def _fetch(source: str, video_id: str, workdir: Path, retries: int, backoff_s: float, decode: Callable[[Path], float], *,
+           title: str | None = None, upload_date: str | None = None, allow_local: bool = False,
+           deadline_s: float = DEFAULT_DEADLINE_S, max_bytes: int = DEFAULT_MAX_BYTES) -> VideoMeta:
     validate_video_id(video_id)
     try:
         check_source(source, allow_local)
@@ -72,7 +98,7 @@ def fetch_audio(
         raise DownloadError(video_id, str(e)) from None
     local = _local_path(source, video_id)
     if local is not None:
-        return _read_local(local, video_id, title, upload_date)
+        return _read_local(local, video_id, title, upload_date, decode)
     yid = youtube_id(source)
     url = youtube_watch_url(yid) if yid else source
     workdir = Path(workdir)
@@ -83,7 +109,7 @@ def fetch_audio(
         info = _download_with_retries(url, video_id, target, retries, backoff_s, Bounds(deadline_s, max_bytes))
         size = target.stat().st_size
         try:
-            waveform = decode_to_16k_mono(target, video_id)
+            seconds = decode(target)
         except DecodeError as e:
             raise DecodeError(video_id, f"{e.cause} (downloaded from {url})") from e
     finally:
@@ -93,14 +119,14 @@ def fetch_audio(
         title=title or _str(info.get("title")) or video_id,
         source_url=url if yid else _clean_url(url),
         upload_date=upload_date or upload_date_of(info),
-        duration_s=len(waveform) / SAMPLE_RATE,
+        duration_s=seconds,
         size_bytes=size,
         channel=_str(info.get("channel")) or _str(info.get("uploader")),
         listed_s=_seconds(info.get("duration")),
     )
     log.info("video %s: fetched %.1f s of audio (%d bytes) from %s", video_id, meta.duration_s, size,
              meta.source_url)
-    return Audio(meta=meta, waveform=waveform)
+    return meta
 
 
 def _seconds(value: object) -> float:
@@ -123,20 +149,21 @@ def _local_path(source: str, video_id: str) -> Path | None:
     return Path(source).expanduser()
 
 
-def _read_local(path: Path, video_id: str, title: str | None, upload_date: str | None) -> Audio:
+def _read_local(path: Path, video_id: str, title: str | None, upload_date: str | None,
+                decode: Callable[[Path], float]) -> VideoMeta:
     if not path.is_file():
         raise DownloadError(video_id, f"local file not found: {path}")
-    waveform = decode_to_16k_mono(path, video_id)
+    seconds = decode(path)
     meta = VideoMeta(
         video_id=video_id,
         title=title or path.stem,
         source_url=path.resolve().as_uri(),
         upload_date=upload_date,
-        duration_s=len(waveform) / SAMPLE_RATE,
+        duration_s=seconds,
         size_bytes=path.stat().st_size,
     )
     log.info("video %s: read %.1f s of audio from %s", video_id, meta.duration_s, path)
-    return Audio(meta=meta, waveform=waveform)
+    return meta
 
 
 # -- yt-dlp -------------------------------------------------------------------------------------

@@ -129,3 +129,28 @@ def test_a_clip_window_is_the_same_samples_as_the_whole_decode(fixtures_dir: Pat
     np.testing.assert_allclose(clip, ref, atol=1e-4)
     tail = decode_to_16k_mono(fixtures_dir / "jfk.flac", "jfk", start=9.0)
     assert abs(len(tail) / 16_000 - 2.0) < 0.01
+
+
+def test_decoding_into_flac_stores_the_samples_the_array_path_stores(fixtures_dir, tmp_path):
+    """The stream straight into the stored FLAC (nothing held in memory) gives bit for bit what
+    decoding to an array and storing it gives; a failed write leaves nothing in the store."""
+    import soundfile as sf
+
+    from chaffee_assets.lib.artifacts import ArtifactStore, read_waveform
+    from chaffee_assets.lib.media.decode import decode_to_16k_mono, decode_to_flac
+
+    store = ArtifactStore(str(tmp_path / "store"))
+    src = fixtures_dir / "jfk.flac"
+    via_array = read_waveform(store.save_waveform("audio", "by-array", decode_to_16k_mono(src, "jfk")))
+    with store.writing_waveform("audio", "streamed") as (flac, url):
+        seconds = decode_to_flac(src, "jfk", flac)
+    streamed = read_waveform(url)
+    assert abs(seconds - len(via_array) / 16_000) < 1e-9 and sf.info(url).subtype == "PCM_16"
+    np.testing.assert_array_equal(streamed, via_array)
+
+    with pytest.raises(DecodeError), store.writing_waveform("audio", "broken") as (flac, _):
+        bad = tmp_path / "not-media.m4a"
+        bad.write_bytes(b"<html>not media</html>")
+        decode_to_flac(bad, "broken", flac)
+    assert not store.has_waveform("audio", "broken")
+    assert sorted(p.name for p in (tmp_path / "store" / "audio").iterdir()) == ["by-array.flac", "streamed.flac"]
