@@ -25,6 +25,7 @@ from chaffee_assets.archive import search as archive_search
 from chaffee_assets.archive import writer
 from chaffee_assets.lib.errors import ChaffeeError, InvalidVideoId, SearchError
 from chaffee_assets.lib.ids import youtube_id
+from chaffee_assets.lib.models.registry import embedding_model_id
 from chaffee_assets.lib.types import SearchHit
 from chaffee_assets.settings import Settings
 
@@ -62,16 +63,21 @@ class _Choices:
     """The filters' speakers and videos, read at most every CHOICES_TTL_S (a GROUP BY over every
     passage is not paid per page view)."""
 
-    def __init__(self, connect):
-        self._connect, self._lock = connect, threading.Lock()
+    def __init__(self, connect, configured_model: str):
+        self._connect, self._configured, self._lock = connect, configured_model, threading.Lock()
         self._at, self._value = -1e9, ([], [], None)
 
     def get(self) -> tuple[list, list, object]:
+        """(speakers, videos, the ModelInfo of the model search answers from, or None)."""
         with self._lock:
             if time.monotonic() - self._at > CHOICES_TTL_S:
                 with self._connect() as conn:
-                    infos = writer.model_infos(conn)
-                    self._value = (archive_search.speakers(conn), archive_search.videos(conn), infos[0] if infos else None)
+                    infos = {i.model: i for i in writer.model_infos(conn)}
+                    try:
+                        answering = infos.get(archive_search.choose_model(conn, self._configured))
+                    except SearchError:  # nothing stored yet
+                        answering = None
+                    self._value = (archive_search.speakers(conn), archive_search.videos(conn), answering)
                 self._at = time.monotonic()
             return self._value
 
@@ -92,7 +98,8 @@ def create_app(settings: Settings):
     @asynccontextmanager
     async def lifespan(app):
         searcher = Searcher(settings, unavailable_grace_s=SERVICE_GRACE_S, call_timeout_s=60.0)
-        state["searcher"], state["choices"] = searcher, _Choices(searcher.connect)
+        state["searcher"] = searcher
+        state["choices"] = _Choices(searcher.connect, embedding_model_id(settings.embedding_model))
         try:
             yield
         finally:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import stat
 import subprocess
 import sys
@@ -18,15 +17,12 @@ from pathlib import Path
 import pytest
 
 from chaffee_assets.archive import db
+from tests.helpers.processes import free_port
 
 pytestmark = pytest.mark.slow
 SECRET = "S3cret-Passw0rd-" + uuid.uuid4().hex[:8]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +72,7 @@ def test_no_secret_in_output_and_only_in_private_files(env):
 
 
 def test_the_ui_shows_the_variables_name_not_the_password(env):
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "chaffee_assets.app.cli", "dev", "--port", str(port)], cwd=env["_CWD"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     query = """{ repositoryOrError(repositorySelector: {repositoryLocationName: "chaffee_assets", repositoryName: "__repository__"}) {

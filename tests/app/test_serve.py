@@ -6,10 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.parse
@@ -24,6 +20,7 @@ from chaffee_assets.lib.types import Passage, Passages, PassageVectors, VideoMet
 from tests.helpers.browser import Browser, chromium
 from tests.helpers.instances import make_settings
 from tests.helpers.media_server import MediaServer
+from tests.helpers.processes import chaffee, free_port
 
 OUT = Path(__file__).resolve().parents[2] / "bench" / "out"
 ASK_NOT = "ask not what your country can do for you, ask what you can do for your country."
@@ -43,10 +40,6 @@ TALKS = {  # video id → (title, upload date, passages as (start, end, speaker,
 YOUTUBE_ID = "abcdefghijk"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _get(url: str) -> tuple[int, bytes]:
@@ -76,13 +69,10 @@ def page(pg_server, fixtures_dir, tmp_path_factory, model_service):
                 vecs = np.asarray(client.call("embed_texts", [p.text for p in ps.passages], "minilm").value, np.float32)
                 meta = VideoMeta(video_id=vid, title=title, source_url=sources[vid], upload_date=date, duration_s=130.0)
                 writer.write_video(conn, meta, ps, PassageVectors(vid, "all-MiniLM-L6-v2", vecs))
-        port = _free_port()
-        log = open(folder / "serve.log", "wb")  # noqa: SIM115 - the server's output, for a failing test's reader
-        proc = subprocess.Popen([sys.executable, "-m", "chaffee_assets.app.cli", "serve", "--port", str(port)],
-                                env={**os.environ, **settings.to_environment()}, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        port = free_port()
         base = f"http://127.0.0.1:{port}"
-        try:
+        with chaffee(["serve", "--port", str(port)], {**os.environ, **settings.to_environment()}, folder / "serve.log",
+                     stop_timeout_s=30) as proc:
             deadline = time.monotonic() + 90
             while True:
                 try:
@@ -94,13 +84,6 @@ def page(pg_server, fixtures_dir, tmp_path_factory, model_service):
                     raise AssertionError(f"chaffee serve did not answer: {(folder / 'serve.log').read_text()[-3000:]}")
                 time.sleep(0.5)
             yield base, sources
-        finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-            log.close()
 
 
 def _search(base: str, **params) -> tuple[int, dict]:
@@ -141,6 +124,7 @@ def test_the_page_works_without_javascript_and_serves_local_media(page, fixtures
     text = html.decode()
     assert status == 200
     assert "And so, my fellow Americans," in text and "Inaugural address" in text and "1961-01-20" in text
+    assert "3 videos searchable · model all-MiniLM-L6-v2" in text  # the model search answers from
     assert 'data-src="' in text and "<option value=\"John F. Kennedy\">" in text  # the speaker filter's choices
     status, html = _get(f"{base}/?q={urllib.parse.quote('<script>alert(1)</script>')}")
     assert status == 200 and "<script>alert(1)</script>" not in html.decode()  # the query is escaped

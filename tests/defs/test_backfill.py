@@ -7,10 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -23,6 +20,7 @@ from chaffee_assets.defs.checks import ALL_CHECKS, failing
 from chaffee_assets.defs.partitions import run_video
 from chaffee_assets.lib.types import Source
 from tests.helpers.instances import make_settings, new_database, served_demo_channel
+from tests.helpers.processes import chaffee, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -42,10 +40,6 @@ mutation Launch($params: LaunchBackfillParams!) {
 OUT = Path(__file__).resolve().parents[2] / "bench" / "out"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _graphql(port: int, query: str, variables: dict) -> dict:
@@ -107,7 +101,7 @@ def ui(pg_server, fixtures_dir, tmp_path_factory, model_service):
     folder = tmp_path_factory.mktemp("backfill")
     settings = make_settings(folder, new_database(pg_server), ray_address=model_service, download_workers=3,
                              dagster_database_url=new_database(pg_server, "dg", migrate=False))
-    port = _free_port()
+    port = free_port()
     with served_demo_channel(folder / "channel", fixtures_dir) as channel:
         base_url, media, items = channel
         talk = next(i for i in items if i.video_id == "demo-jfk-flac")
@@ -116,21 +110,11 @@ def ui(pg_server, fixtures_dir, tmp_path_factory, model_service):
         sources = [Source(f"talk-{n}", f"{base_url}/talk-{n}.flac", f"Talk {n}", f"2024-02-0{n + 1}") for n in range(VIDEOS)]
         sources.append(Source("gone-404", f"{base_url}/gone.flac", "A talk that is gone"))
         env = {**os.environ, **settings.to_environment()}
-        log = open(folder / "dev.log", "wb")  # noqa: SIM115 - the UI's output, for a failing test's reader
-        proc = subprocess.Popen([sys.executable, "-m", "chaffee_assets.app.cli", "dev", "--port", str(port)], env=env,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
+        with chaffee(["dev", "--port", str(port)], env, folder / "dev.log"):
             _wait_for_location(port)
             with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
                 register(settings, instance, sources)
                 yield settings, instance, port, [s.video_id for s in sources]
-        finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-            log.close()
 
 
 def test_a_backfill_makes_each_video_searchable_as_its_own_speech_is_done(ui):

@@ -113,6 +113,15 @@ class ModelClient:
         self._handle = serve.get_app_handle(self.app)
         return self._handle
 
+    def _reset(self, e: BaseException) -> None:
+        """After the service was away: a new handle next time; a new connection to the cluster only
+        when the head itself went away. (Shutting Ray down for a redeploy would cut the other
+        threads of this process off in the middle of their own calls.)"""
+        with self._lock:
+            self._handle = None
+        if _head_gone(e):
+            self.close()
+
     def close(self) -> None:
         self._handle = None
         import sys
@@ -140,7 +149,7 @@ class ModelClient:
                     ) from e
                 log.warning("%s: the model service is away (%s); asking again in %.0f s", about or method,
                             type(e).__name__, delay)
-                self.close()
+                self._reset(e)
                 time.sleep(delay)
                 delay = min(delay * 2, 15.0)
 
@@ -148,6 +157,14 @@ class ModelClient:
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0][:300] if text else ""
+
+
+def _head_gone(e: BaseException) -> bool:
+    """The cluster's head (not just the application) went away: the driver must connect again."""
+    from ray import exceptions as rex
+
+    return isinstance(e, (ConnectionError, rex.RaySystemError)) or (
+        isinstance(e, TimeoutError) and "resolving" in str(e).lower())
 
 
 def _service_away(e: BaseException) -> bool:
