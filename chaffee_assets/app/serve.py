@@ -23,8 +23,9 @@ from urllib.parse import unquote, urlparse
 
 from chaffee_assets.archive import search as archive_search
 from chaffee_assets.archive import writer
-from chaffee_assets.lib.errors import ChaffeeError, InvalidVideoId, SearchError
+from chaffee_assets.lib.errors import ChaffeeError, DownloadError, InvalidVideoId, SearchError
 from chaffee_assets.lib.ids import youtube_id
+from chaffee_assets.lib.media.download import local_path
 from chaffee_assets.lib.models.registry import embedding_model_id
 from chaffee_assets.lib.types import SearchHit
 from chaffee_assets.settings import Settings
@@ -160,7 +161,10 @@ def create_app(settings: Settings):
             return Response(str(e), status_code=404)
         except ChaffeeError as e:
             return Response(str(e), status_code=503)
-        path = _local_path(source)
+        try:
+            path = local_path(source, vid) if source else None
+        except DownloadError:  # a file:// URL on another host
+            path = None
         if path is None or not path.is_file():
             return Response(f"video {vid} has no local media to play here", status_code=404)
         return FileResponse(path)
@@ -171,16 +175,6 @@ def create_app(settings: Settings):
     )
 
 
-def _local_path(source: str | None) -> Path | None:
-    """The file a recorded source names, when it is a local one (a path or a file:// URL)."""
-    if not source:
-        return None
-    u = urlparse(source)
-    if u.scheme.lower() == "file":
-        return Path(unquote(u.path))
-    if len(u.scheme) <= 1:  # a path (a drive letter parses as a one-letter scheme)
-        return Path(source).expanduser()
-    return None
 
 
 def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8080) -> None:

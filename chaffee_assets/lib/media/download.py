@@ -96,7 +96,7 @@ def _fetch(source: str, video_id: str, workdir: Path, retries: int, backoff_s: f
         check_source(source, allow_local)
     except SourceRefused as e:
         raise DownloadError(video_id, str(e)) from None
-    local = _local_path(source, video_id)
+    local = local_path(source, video_id)
     if local is not None:
         return _read_local(local, video_id, title, upload_date, decode)
     yid = youtube_id(source)
@@ -137,7 +137,7 @@ def _seconds(value: object) -> float:
 
 
 # -- local files --------------------------------------------------------------------------------
-def _local_path(source: str, video_id: str) -> Path | None:
+def local_path(source: str, video_id: str) -> Path | None:
     """The path a file:// URL or a plain path names; None for anything remote."""
     parsed = urlparse(source)
     if parsed.scheme == "file":
