@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DiarizationMode = Literal["auto", "pyannote", "simple", "off"]
+DiarizationMode = Literal["hybrid", "auto", "pyannote", "simple", "off"]
 DeviceSetting = Literal["auto", "cpu", "cuda"]
 AudioRetention = Literal["keep", "drop"]
 
@@ -44,6 +44,15 @@ class Settings(BaseSettings):
     whisper_model: str = Field("tiny.en", alias="WHISPER_MODEL", description="Packaged alias (tiny.en, base) or a CTranslate2 model folder.")
     whisper_language: str | None = Field(None, alias="WHISPER_LANGUAGE", description="Fixed language code; unset: detected (or en for .en models).")
     whisper_batch_size: int = Field(8, alias="WHISPER_BATCH_SIZE")
+    whisper_prompt: str | None = Field(
+        None, alias="WHISPER_PROMPT",
+        description="An initial prompt for every whisper window: the channel's vocabulary in a sentence (names, terms), e.g. 'Anthony Chaffee on carnivore diet, ketosis, oxalates.'",
+    )
+    vad_threshold: float = Field(
+        0.5, alias="VAD_THRESHOLD", gt=0, lt=1,
+        description="silero VAD's speech probability cut; lower finds quieter speakers and more noise (README, bench/speech_quality.py).",
+    )
+    whisper_hotwords: str | None = Field(None, alias="WHISPER_HOTWORDS", description="Words whisper should prefer, comma or space separated (faster-whisper's hotwords).")
     embedding_model: str = Field("minilm", alias="EMBEDDING_MODEL", description="Packaged alias (minilm, mpnet) or a sentence-transformers folder.")
     pyannote_model: str | None = Field(None, alias="PYANNOTE_MODEL", description="A local pyannote pipeline folder (community-1, 3.1); unset: packaged segmentation-3.0 + ECAPA.")
     device: DeviceSetting = Field("auto", alias="DEVICE")
@@ -61,9 +70,15 @@ class Settings(BaseSettings):
     service_start_timeout_seconds: float = Field(900.0, alias="SERVICE_START_TIMEOUT_SECONDS", gt=0)
 
     # diarization and voices
-    diarization: DiarizationMode = Field("auto", alias="DIARIZATION")
+    diarization: DiarizationMode = Field(
+        "hybrid", alias="DIARIZATION",
+        description="hybrid: the monologue check, then ECAPA clustering where it hears several voices; auto: the check, then pyannote; "
+        "pyannote, simple, off: always that (README, bench/speech_quality.py).",
+    )
     assume_monologue: bool = Field(False, alias="ASSUME_MONOLOGUE")
     use_simple_diarization: bool = Field(False, alias="USE_SIMPLE_DIARIZATION")
+    min_speakers: int | None = Field(None, alias="MIN_SPEAKERS", ge=1, description="Fewest speakers diarization may find in a video (pyannote, simple); unset: free.")
+    max_speakers: int | None = Field(None, alias="MAX_SPEAKERS", ge=1, description="Most speakers diarization may find in a video; unset: free.")
     host_speaker: str = Field("Chaffee", alias="HOST_SPEAKER")
     voices_dir: Path = Field(Path("voices"), alias="VOICES_DIR")
     voice_threshold: float = Field(0.5, alias="VOICE_THRESHOLD", description="Cosine similarity to a profile needed to take its name.")
@@ -105,7 +120,7 @@ class Settings(BaseSettings):
 
     @field_validator(
         "database_url", "dagster_database_url", "artifact_root", "pyannote_model", "whisper_language", "ray_address",
-        "service_resource", mode="before",
+        "service_resource", "whisper_prompt", "whisper_hotwords", "min_speakers", "max_speakers", mode="before",
     )
     @classmethod
     def _empty_is_unset(cls, v: object) -> object:

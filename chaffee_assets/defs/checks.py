@@ -39,6 +39,12 @@ TRANSCRIPT_PLAUSIBLE = CheckDef(
     "transcript", "plausible",
     "Words where VAD found speech, a human rate (40-320 words per minute of speech), no phrase looping 8 times.",
 )
+TRANSCRIPT_TRUSTED = CheckDef(
+    "transcript", "trusted",
+    "Under 10 % of the speech dropped by the decoding guard (repetition loops, low log-probability, text over "
+    "non-speech: decoded twice, then left out of the archive); a confident language.",
+    warn_only=True,
+)
 DIARIZATION_COVERS = CheckDef("diarization", "covers_speech", "At least one speaker, turns covering half of the speech or more.",
                               blocking=False)
 PASSAGES_BOUNDED = CheckDef("segments", "bounded", "Every word in a passage, passages within PASSAGE_MAX_SECONDS.")
@@ -90,7 +96,7 @@ def failing(instance: dg.DagsterInstance, checks: tuple[CheckDef, ...]) -> dict[
     return out
 
 
-ALL_CHECKS = (AUDIO_DURATION, TRANSCRIPT_PLAUSIBLE, DIARIZATION_COVERS, PASSAGES_BOUNDED, VECTORS_VALID, ROWS_MATCH, MODEL_COVERS)
+ALL_CHECKS = (AUDIO_DURATION, TRANSCRIPT_PLAUSIBLE, TRANSCRIPT_TRUSTED, DIARIZATION_COVERS, PASSAGES_BOUNDED, VECTORS_VALID, ROWS_MATCH, MODEL_COVERS)
 
 
 def channel_freshness(quiet_days: float) -> Sequence[dg.AssetChecksDefinition]:

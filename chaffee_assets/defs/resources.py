@@ -66,16 +66,22 @@ class SpeechOptionsResource(dg.ConfigurableResource):
     whisper_model: str = "tiny.en"
     whisper_batch_size: int = 8
     whisper_language: str | None = None
-    diarization: str = "auto"
+    whisper_prompt: str | None = None
+    whisper_hotwords: str | None = None
+    vad_threshold: float = 0.5
+    diarization: str = "hybrid"
+    min_speakers: int | None = None
+    max_speakers: int | None = None
     voices_dir: str = "voices"
     voice_threshold: float = 0.5
     host_speaker: str = "Chaffee"
 
     def asr_options(self) -> AsrOptions:
-        return AsrOptions(model=self.whisper_model, batch_size=self.whisper_batch_size, language=self.whisper_language)
+        return AsrOptions(model=self.whisper_model, batch_size=self.whisper_batch_size, language=self.whisper_language,
+                          initial_prompt=self.whisper_prompt, hotwords=self.whisper_hotwords)
 
     def diarization_options(self) -> DiarizationOptions:
-        return DiarizationOptions(method=self.diarization)
+        return DiarizationOptions(method=self.diarization, min_speakers=self.min_speakers, max_speakers=self.max_speakers)
 
     def profiles(self, model_id: str) -> list[Profile]:
         from chaffee_assets.lib.voices import load_profiles

@@ -29,6 +29,8 @@ MIN_SPEECH_S = 10.0  # less VAD speech than this: an empty transcript is believa
 WPM_MIN, WPM_MAX = 40.0, 320.0  # words per minute of speech (conversational English: ~110-200)
 WPM_MIN_SPEECH_S = 30.0  # the rate is judged on at least this much speech
 LOOP_REPEATS = 8  # one phrase of 1-4 words this many times in a row
+MAX_DROPPED_SHARE = 0.10  # of the speech, whisper segments the guard dropped (loops, low confidence)
+MIN_LANGUAGE_PROBABILITY = 0.5  # a detected language below this is a guess
 MIN_TURN_COVERAGE = 0.5  # of the VAD speech, inside some speaker turn
 NORM_TOLERANCE = 1e-3
 PASSAGE_SLACK_S = 5.0  # a passage may pass max_seconds by its last word's length
@@ -61,6 +63,29 @@ def transcript_plausible(transcript: Transcript, speech: tuple[Region, ...]) -> 
     if speech_s >= WPM_MIN_SPEECH_S and not WPM_MIN <= wpm <= WPM_MAX:
         return Check(False, f"{wpm:.0f} words per minute of speech, outside {WPM_MIN:.0f}-{WPM_MAX:.0f}", meta)
     return Check(True, f"{words} words, {wpm:.0f} per minute of speech", meta)
+
+
+def transcript_trusted(transcript: Transcript, speech: tuple[Region, ...]) -> Check:
+    """How much of the speech whisper could not decode with confidence: segments the guard dropped
+    after a second decoding (loops, low-confidence stretches, text over non-speech). A large share is
+    speech the model cannot read (another language on an English-only model, music, noise)."""
+    info = transcript.info
+    speech_s = sum(e - s for s, e in speech)
+    share = info.dropped_seconds / speech_s if speech_s > 0 else 0.0
+    reasons = sorted({why for _, _, why in info.flags})
+    meta = {
+        "segments": info.segments, "redecoded_segments": info.redecoded_segments, "dropped_segments": info.dropped_segments,
+        "dropped_seconds": round(info.dropped_seconds, 1), "dropped_share": round(share, 3),
+        "language": info.language, "language_probability": round(info.language_probability, 3),
+    }
+    if share > MAX_DROPPED_SHARE:
+        hint = " (not English? the model is English-only)" if info.language == "en" and not info.multilingual else ""
+        return Check(False, f"{info.dropped_seconds:.0f} s of {speech_s:.0f} s of speech dropped as untrustworthy "
+                            f"({', '.join(reasons)}){hint}", meta)
+    if transcript.words and info.multilingual and info.language_probability < MIN_LANGUAGE_PROBABILITY:
+        return Check(False, f"language {info.language} detected with probability {info.language_probability:.2f} only", meta)
+    return Check(True, f"{info.dropped_segments} of {info.segments} segments dropped ({info.dropped_seconds:.1f} s), "
+                       f"{info.redecoded_segments} decoded twice", meta)
 
 
 def longest_loop(tokens: list[str], max_phrase: int = 4) -> int:

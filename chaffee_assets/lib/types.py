@@ -33,23 +33,51 @@ class AsrOptions:
     language: str | None = None  # None: detected (always en for .en models)
     beam_size: int = 5
     vad: bool = True
+    initial_prompt: str | None = None  # the channel's vocabulary (names, terms) as a sentence
+    hotwords: str | None = None
+    language_windows: int = 4  # 30 s windows the language is detected over (multilingual models)
+    # the guard (whisper's own thresholds): a segment compressing better than `max_compression_ratio`
+    # is a repetition loop, one under `min_avg_logprob` a low-confidence stretch, one with
+    # `no_speech_prob` over `max_no_speech_prob` and low confidence a hallucination over non-speech.
+    # Flagged segments are decoded again with temperature fallback; what still fails is dropped.
+    max_compression_ratio: float = 2.4
+    min_avg_logprob: float = -1.0
+    max_no_speech_prob: float = 0.6
 
 
-METHODS = ("auto", "pyannote", "simple", "off")
+METHODS = ("hybrid", "auto", "pyannote", "simple", "off")
 
 
 @dataclass(frozen=True)
 class DiarizationOptions:
-    method: str = "auto"  # auto | pyannote | simple | off
+    method: str = "hybrid"  # hybrid (check, then simple) | auto (check, then pyannote) | pyannote | simple | off
     pyannote_model: str | None = None  # a local pyannote pipeline folder; None: packaged models
-    # monologue check: `monologue_windows` windows of `monologue_window_s` spread evenly over the
-    # speech (overlapping by up to half on short audio); one voice when the `monologue_percentile`-th
-    # percentile of their pairwise cosine similarities is at least `monologue_threshold`. Chosen by
-    # measurement (bench/quality.py): short windows rarely straddle a change of speaker.
-    monologue_windows: int = 24
+    # speaker count bounds for pyannote and simple (None: free); the monologue check's "several"
+    # raises the lower bound to 2
+    min_speakers: int | None = None
+    max_speakers: int | None = None
+    # The monologue check (lib/models/diarize.py `monologue_check`; numbers from bench/quality.py).
+    # ECAPA windows of `monologue_window_s` spread over the speech, one per `monologue_spacing_s` of
+    # speech and at least `monologue_min_windows` (so a voice of 3 % of a short talk still gets
+    # several windows); the segmentation model over the audio in `monologue_segment_step_s` steps for
+    # overlapped speech. A second voice must be caught once it speaks `monologue_minority_share` of
+    # the speech or `monologue_minority_seconds`, whichever is smaller ("needed"); the check says
+    # several when the foreign speech (windows with cosine < `monologue_foreign_similarity` to the
+    # dominant voice, at least two of them), a cluster of windows whose centroid has cosine <
+    # `monologue_cluster_similarity` to the main cluster's (similar voices in one room), or the
+    # overlapped speech reaches `monologue_catch` x needed.
     monologue_window_s: float = 2.0
-    monologue_percentile: float = 10.0
-    monologue_threshold: float = 0.27
+    monologue_spacing_s: float = 10.0
+    monologue_min_windows: int = 100
+    monologue_max_windows: int = 3000
+    monologue_foreign_similarity: float = 0.3
+    monologue_cluster_similarity: float = 0.35  # a window cluster whose centroid is this unlike the main one is a voice
+    monologue_minority_share: float = 0.03
+    monologue_minority_seconds: float = 30.0
+    monologue_catch: float = 0.5
+    monologue_overlap: bool = True
+    monologue_segment_step_s: float = 10.0
+    monologue_min_speech_s: float = 3.0  # less speech: "too little to judge", one voice (README)
     pyannote_step: float = 0.1  # segmentation window step, as a fraction of its 10 s window
     # simple: windows of `simple_window_s` every `simple_step_s`, clusters cut at cosine distance
     simple_window_s: float = 1.5
@@ -61,6 +89,9 @@ class DiarizationOptions:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"unknown diarization method {self.method!r}: expected one of {', '.join(METHODS)}")
+        lo, hi = self.min_speakers, self.max_speakers
+        if (lo is not None and lo < 1) or (hi is not None and hi < 1) or (lo is not None and hi is not None and lo > hi):
+            raise ValueError(f"speaker bounds min {lo} / max {hi}: both at least 1 and min <= max")
 
 
 @dataclass(frozen=True)
@@ -150,6 +181,12 @@ class TranscriptInfo:
     audio_seconds: float
     processing_seconds: float
     batch_size: int
+    segments: int = 0  # whisper segments decoded
+    redecoded_segments: int = 0  # flagged by the guard and decoded again
+    dropped_segments: int = 0  # still failing the guard: not in `words`, never indexed
+    dropped_seconds: float = 0.0
+    flags: tuple[tuple[float, float, str], ...] = ()  # (start, end, loop | low_confidence | no_speech) of dropped segments
+    multilingual: bool = False  # the language was detected per 30 s window (a talk may switch)
 
 
 @dataclass(frozen=True)
@@ -170,6 +207,31 @@ class Turn:
     speaker: str  # a cluster label ("SPEAKER_00") before naming, a name after
 
 
+ONE_VOICE, SEVERAL_VOICES, TOO_LITTLE_SPEECH = "one", "several", "too_little"
+
+
+@dataclass(frozen=True)
+class MonologueCheck:
+    """What the monologue check measured on one video (all in seconds of speech but `windows`)."""
+
+    decision: str  # one | several | too_little (too little speech to judge: one voice, README)
+    speech_seconds: float
+    needed_seconds: float  # the smallest second voice the check must catch: min(3 % of speech, 30 s)
+    windows: int  # ECAPA windows embedded
+    foreign_seconds: float  # speech of windows unlike the dominant voice
+    overlap_seconds: float | None  # overlapped speech found by the segmentation model (None: not run)
+    lowest_similarity: float | None  # the window least like the dominant voice (a one-voice talk's margin)
+    seconds: float  # what the check cost
+    cluster_seconds: float = 0.0  # speech of the window cluster most unlike the main one, when unlike enough
+    cluster_similarity: float | None = None  # that cluster's centroid against the main cluster's (the other margin)
+
+    @property
+    def score(self) -> float:
+        """The second voice's evidence over the speech it must have to be caught (several at >= the catch ratio)."""
+        evidence = max(self.foreign_seconds, self.cluster_seconds, self.overlap_seconds or 0.0)
+        return evidence / max(self.needed_seconds, 1e-9)
+
+
 @dataclass(frozen=True)
 class Diarization:
     video_id: str
@@ -178,7 +240,8 @@ class Diarization:
     fast_path: bool
     speakers: int
     seconds: float
-    monologue_score: float | None = None  # the monologue check's statistic, when it ran
+    monologue_score: float | None = None  # MonologueCheck.score, when the check ran
+    check: MonologueCheck | None = None
 
 
 @dataclass(frozen=True)

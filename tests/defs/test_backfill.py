@@ -197,5 +197,5 @@ def test_the_ui_shows_the_asset_graph_and_each_videos_checks_in_a_real_browser(u
     for asset in ("audio", "transcript", "diarization", "speaker_labels", "segments", "embeddings", "db_rows"):
         assert asset in graph, f"{asset} not in the rendered asset graph"
     checks = _browse(browser, f"http://127.0.0.1:{port}/assets/transcript?view=checks", OUT / "ui_transcript_checks.png")
-    assert "plausible" in checks
+    assert "plausible" in checks and "trusted" in checks
     assert (OUT / "ui_asset_graph.png").stat().st_size > 10_000 and (OUT / "ui_transcript_checks.png").stat().st_size > 10_000

@@ -76,11 +76,14 @@ def test_ingest_through_dagster_stores_searchable_labelled_passages(settings, in
     assert c["segments"] > 0 and c["vectors"] == {"all-MiniLM-L6-v2": c["segments"]}
     assert len(speakers) == 2 and all(s.startswith("Guest") or s == "Chaffee" for s in speakers)
 
-    # the monologue took the fast path, the interview did not; numbers are in the metadata
+    # the monologue took the fast path, the interview did not (DIARIZATION=hybrid: the check, then
+    # ECAPA clustering); the check's numbers are in the metadata
     jfk = _meta(instance, "diarization", "demo-jfk-flac")
     interview = _meta(instance, "diarization", "demo-interview")
-    assert jfk["fast_path"] is True and "seconds_pyannote" not in jfk
-    assert interview["fast_path"] is False and interview["speakers"] == 2 and interview["seconds_pyannote"] > 0
+    assert jfk["fast_path"] is True and jfk["monologue_decision"] == "one" and "seconds_pyannote" not in jfk
+    assert jfk["monologue_foreign_seconds"] == 0.0 and jfk["monologue_windows"] >= 2
+    assert interview["fast_path"] is False and interview["method"] == "simple" and interview["speakers"] == 2
+    assert interview["monologue_decision"] == "several" and "seconds_pyannote" not in interview
     tr = _meta(instance, "transcript", "demo-jfk-flac")
     assert tr["words"] >= 20 and 0 < tr["rtf_whisper"] < 1 and tr["model"] == "tiny.en"
     assert _meta(instance, "audio", "demo-jfk-flac")["title"] == "Ask not (FLAC)"
@@ -104,10 +107,10 @@ def test_the_ui_metadata_says_where_each_video_spent_its_time(instance, ingested
     audio = _meta(instance, "audio", "demo-jfk-flac")
     assert audio["seconds_silero_vad"] > 0 and 0 < audio["speech_s"] <= audio["duration_s"]
 
-    # the interview ran pyannote, the monologue only the ECAPA check: both show up per model
+    # the interview's clustering and the monologue's check both embed ECAPA windows: per model
     interview = _meta(instance, "diarization", "demo-interview")
     monologue = _meta(instance, "diarization", "demo-jfk-flac")
-    assert interview["seconds_pyannote"] > 0 and "seconds_pyannote" not in monologue and monologue["seconds_ecapa"] > 0
+    assert interview["seconds_ecapa"] > monologue["seconds_ecapa"] > 0 and "seconds_pyannote" not in interview
 
     rows = _meta(instance, "db_rows", "demo-interview")
     stages = {k.removeprefix("run_seconds_"): v for k, v in rows.items() if k.startswith("run_seconds_")}

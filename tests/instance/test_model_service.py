@@ -69,6 +69,8 @@ def test_a_replica_killed_mid_request_is_asked_again_and_answers(client, tmp_pat
 
     url, seconds = _stored_speech(tmp_path, fixtures_dir, seconds=240.0)
     regions = client.call("speech_regions", url, "svc-test").value
+    strict = client.call("speech_regions", url, "svc-test", 0.95).value  # VAD_THRESHOLD reaches the service
+    assert sum(b - a for a, b in strict) < sum(b - a for a, b in regions)
     audio = AudioRef(VideoMeta("svc-test", "t", url), url, seconds, regions)
     expected = client.call("transcribe", audio, AsrOptions()).value.text
     victim = client.call("info").replica

@@ -109,3 +109,18 @@ def test_rows_match_and_model_coverage():
     partial = checks.model_covers_archive(ModelInfo("m", 768, None, 3, 5), "m")
     assert not partial.passed and "2 of 5" in partial.description
     assert not checks.model_covers_archive(None, "m").passed
+
+
+def test_transcript_trusted_warns_when_the_guard_dropped_much_of_the_speech():
+    from dataclasses import replace
+
+    base = _transcript(["word"] * 100)
+    ok = checks.transcript_trusted(replace(base, info=replace(base.info, segments=10, dropped_segments=1, dropped_seconds=3.0,
+                                                               flags=((1.0, 4.0, "loop"),))), SPEECH_60S)
+    assert ok.passed and ok.metadata["dropped_share"] == 0.05
+    bad = checks.transcript_trusted(replace(base, info=replace(base.info, segments=10, dropped_segments=4, dropped_seconds=20.0,
+                                                                flags=((1.0, 11.0, "loop"), (20.0, 30.0, "low_confidence")))), SPEECH_60S)
+    assert not bad.passed and "20 s of 60 s" in bad.description and "loop, low_confidence" in bad.description
+    guess = checks.transcript_trusted(replace(base, info=replace(base.info, multilingual=True, language="de", language_probability=0.3)),
+                                      SPEECH_60S)
+    assert not guess.passed and "probability 0.30" in guess.description

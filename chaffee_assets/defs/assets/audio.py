@@ -15,7 +15,12 @@ from chaffee_assets.defs.io import ArtifactIOManager
 from chaffee_assets.defs.metadata import served_metadata
 from chaffee_assets.defs.partitions import videos
 from chaffee_assets.defs.policies import RETRY, failing_clearly
-from chaffee_assets.defs.resources import ArchiveResource, DownloaderResource, ModelServiceResource
+from chaffee_assets.defs.resources import (
+    ArchiveResource,
+    DownloaderResource,
+    ModelServiceResource,
+    SpeechOptionsResource,
+)
 from chaffee_assets.lib import checks as lib_checks
 from chaffee_assets.lib.errors import DownloadError
 from chaffee_assets.lib.ids import validate_video_id
@@ -39,9 +44,10 @@ def audio(
     downloader: DownloaderResource,
     artifacts: dg.ResourceParam[ArtifactIOManager],
     models: ModelServiceResource,
+    speech_options: SpeechOptionsResource,
 ) -> Iterator[dg.Output | dg.AssetCheckResult]:
     with failing_clearly(context):
-        ref, metadata = _audio(context, archive, downloader, artifacts, models)
+        ref, metadata = _audio(context, archive, downloader, artifacts, models, speech_options.vad_threshold)
         yield dg.Output(ref, metadata=metadata)
         yield from checks.results(context, checks.AUDIO_DURATION, {ref.meta.video_id: lib_checks.audio_duration(ref)})
 
@@ -83,12 +89,12 @@ def restore_audio(context, archive, downloader, artifacts, ref: AudioRef) -> Non
                      ref.video_id, time.perf_counter() - t0)
 
 
-def _audio(context, archive, downloader, artifacts, models) -> tuple[AudioRef, dict]:
+def _audio(context, archive, downloader, artifacts, models, vad_threshold: float) -> tuple[AudioRef, dict]:
     video_id = validate_video_id(context.partition_key)
     t0 = time.perf_counter()
     meta, stored, seconds = fetch_and_store(archive, downloader, artifacts, video_id)
     fetch_seconds = time.perf_counter() - t0
-    served = models.call("speech_regions", stored, video_id, about=f"video {video_id}")
+    served = models.call("speech_regions", stored, video_id, vad_threshold, about=f"video {video_id}")
     ref = AudioRef(meta=meta, url=stored, seconds=seconds, speech=served.value)
     context.log.info("video %s: %r, %.0f s of audio (%.0f s of speech), fetched and decoded in %.1f s",
                      video_id, meta.title, seconds, ref.speech_seconds, fetch_seconds)

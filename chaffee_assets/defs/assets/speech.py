@@ -26,7 +26,7 @@ from chaffee_assets.defs.resources import (
     SpeechOptionsResource,
 )
 from chaffee_assets.lib import checks as lib_checks
-from chaffee_assets.lib.types import AudioRef, Diarization, SpeakerLabels, Transcript
+from chaffee_assets.lib.types import AudioRef, Diarization, MonologueCheck, SpeakerLabels, Transcript
 
 
 def gpu_priority(depth: int) -> dict[str, str]:
@@ -63,8 +63,31 @@ def transcribe(context: dg.AssetExecutionContext, models: ModelServiceResource, 
         "words": len(result.words),
         "words_per_minute": round(60 * len(result.words) / audio.speech_seconds, 1) if audio.speech_seconds else 0.0,
         "empty": not result.words,
+        "multilingual": info.multilingual,
+        "segments": info.segments,
+        "redecoded_segments": info.redecoded_segments,
+        "dropped_segments": info.dropped_segments,
+        "dropped_seconds": round(info.dropped_seconds, 1),
         **served_metadata(served, audio_seconds=audio.seconds),
     })
+
+
+def monologue_metadata(check: MonologueCheck | None) -> dict:
+    """The monologue check's measurements, so a wrong decision can be read off the asset."""
+    if check is None:
+        return {}
+    return {
+        "monologue_decision": check.decision,
+        "monologue_speech_seconds": round(check.speech_seconds, 1),
+        "monologue_needed_seconds": round(check.needed_seconds, 2),
+        "monologue_foreign_seconds": round(check.foreign_seconds, 2),
+        "monologue_overlap_seconds": None if check.overlap_seconds is None else round(check.overlap_seconds, 2),
+        "monologue_lowest_similarity": check.lowest_similarity,
+        "monologue_cluster_seconds": round(check.cluster_seconds, 2),
+        "monologue_cluster_similarity": check.cluster_similarity,
+        "monologue_windows": check.windows,
+        "monologue_check_seconds": round(check.seconds, 2),
+    }
 
 
 def diarize(context: dg.AssetExecutionContext, models: ModelServiceResource, options: SpeechOptionsResource,
@@ -81,6 +104,7 @@ def diarize(context: dg.AssetExecutionContext, models: ModelServiceResource, opt
         "speakers": result.speakers,
         "turns": len(result.turns),
         "monologue_score": round(result.monologue_score, 4) if result.monologue_score is not None else None,
+        **monologue_metadata(result.check),
         **served_metadata(served, audio_seconds=audio.seconds),
     })
 
@@ -113,8 +137,10 @@ def name_speakers(context: dg.AssetExecutionContext, models: ModelServiceResourc
 @dg.multi_asset(
     name="speech",
     outs={
-        "transcript": _out(Transcript, "whisper", "transcript-v2", "faster-whisper, batched, on the video's speech regions, with word timestamps."),
-        "diarization": _out(Diarization, "pyannote", "diarization-v2", "Speaker turns; `auto` takes the monologue fast path when one voice is found."),
+        "transcript": _out(Transcript, "whisper", "transcript-v3", "faster-whisper, batched, on the video's speech regions, with word "
+                           "timestamps; segments failing the decoding guard (loops, low confidence) decoded again or left out."),
+        "diarization": _out(Diarization, "pyannote", "diarization-v3", "Speaker turns; `auto` takes the monologue fast path when the "
+                            "check hears no second voice (its measurements are in the metadata)."),
         "speaker_labels": _out(
             SpeakerLabels, "speechbrain", "speaker-labels-v1",
             "Turns named by ECAPA similarity to the voices enrolled in VOICES_DIR; unknown voices are Guest N.",
@@ -130,7 +156,7 @@ def name_speakers(context: dg.AssetExecutionContext, models: ModelServiceResourc
     pool="gpu",
     op_tags=gpu_priority(1),
     retry_policy=RETRY,
-    check_specs=checks.specs(checks.TRANSCRIPT_PLAUSIBLE, checks.DIARIZATION_COVERS),
+    check_specs=checks.specs(checks.TRANSCRIPT_PLAUSIBLE, checks.TRANSCRIPT_TRUSTED, checks.DIARIZATION_COVERS),
 )
 def speech(
     context: dg.AssetExecutionContext,
@@ -156,6 +182,7 @@ def _speech(context, models, speech_options, artifacts, audio: AudioRef) -> Iter
         yield out
         found = lib_checks.transcript_plausible(transcript, audio.speech)
         yield from checks.results(context, checks.TRANSCRIPT_PLAUSIBLE, {audio.video_id: found})
+        yield from checks.results(context, checks.TRANSCRIPT_TRUSTED, {audio.video_id: lib_checks.transcript_trusted(transcript, audio.speech)})
     if "diarization" in selected:
         out = diarize(context, models, speech_options, audio)
         diarization = out.value

@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
@@ -46,6 +48,24 @@ def whisper_clips(speech: Sequence[Region], total: float, max_seconds: float = _
         else:
             clips.append([a, b])
     return [{"start": round(a, 3), "end": round(b, 3)} for a, b in clips]
+
+
+REDECODE_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # whisper's fallback schedule
+
+
+def guard_reason(segment: Any, options: AsrOptions) -> str | None:
+    """Why a decoded whisper segment cannot be trusted (None: it can): a repetition loop (it
+    compresses too well), a hallucination over non-speech, or a low-confidence stretch."""
+    if segment.compression_ratio > options.max_compression_ratio:
+        return "loop"
+    if segment.avg_logprob < options.min_avg_logprob:
+        return "no_speech" if segment.no_speech_prob > options.max_no_speech_prob else "low_confidence"
+    return None
+
+
+def clip_words(words: Sequence[Word], seconds: float) -> list[Word]:
+    """Words inside the audio: a word starting past its end is dropped, one ending past it cut there."""
+    return [Word(max(0.0, w.start), min(w.end, seconds), w.text, w.probability) for w in words if w.start < seconds]
 
 
 class Transcriber:
@@ -107,29 +127,75 @@ class Transcriber:
         chunking = self._chunking(wav, o) if speech is None else self._given_speech(speech, wav.size / SAMPLE_RATE)
         if chunking is None:
             return self._empty(audio, started, "no speech found by VAD")
+        language = self._fixed_language(o.language)
+        detect = self.multilingual and language is None  # per 30 s window: a talk may switch language
         segments, info = self._pipeline.transcribe(
             wav,
-            language=self._fixed_language(o.language),
+            language=language,
             beam_size=o.beam_size,
             batch_size=o.batch_size,
             word_timestamps=True,
             condition_on_previous_text=False,
+            initial_prompt=o.initial_prompt,
+            hotwords=o.hotwords,
+            multilingual=detect,
+            language_detection_segments=max(1, o.language_windows),
             **chunking,
         )
         if info.duration_after_vad <= 0:
             return self._empty(audio, started, "no speech found by VAD")
-        words = tuple(
-            Word(start=float(w.start), end=float(w.end), text=w.word, probability=float(w.probability))
-            for seg in segments
-            for w in (seg.words or ())
-        )
-        result = Transcript(audio.meta.video_id, words, self._info(audio, started, info.language, info.language_probability, o.batch_size))
+        words: list[Word] = []
+        decoded = redecoded = 0
+        dropped: list[tuple[float, float, str]] = []
+        for seg in segments:
+            decoded += 1
+            reason = guard_reason(seg, o)
+            seg_words = [Word(float(w.start), float(w.end), w.word, float(w.probability)) for w in (seg.words or ())]
+            if reason is not None:
+                redecoded += 1
+                again = self._redecode(wav, float(seg.start), float(seg.end), o, language)
+                if again is None:
+                    dropped.append((round(float(seg.start), 3), round(float(seg.end), 3), reason))
+                    continue
+                seg_words = again
+            words += seg_words
+        words = clip_words(words, audio.seconds)
+        dropped_s = sum(b - a for a, b, _ in dropped)
+        result = Transcript(audio.meta.video_id, tuple(words), replace(
+            self._info(audio, started, info.language, info.language_probability, o.batch_size),
+            segments=decoded, redecoded_segments=redecoded, dropped_segments=len(dropped),
+            dropped_seconds=round(dropped_s, 3), flags=tuple(dropped), multilingual=detect,
+        ))
+        if dropped:
+            log.warning(
+                "video %s: %d of %d whisper segments (%.1f s) failed the guard after a second decoding and are "
+                "not indexed: %s", audio.meta.video_id, len(dropped), decoded, dropped_s,
+                ", ".join(f"{a:.1f}-{b:.1f} s {why}" for a, b, why in dropped[:5]) + (" ..." if len(dropped) > 5 else ""),
+            )
         log.info(
             "video %s: %d words, %.1f s audio in %.1f s (RTF %.3f), language %s (%.2f)",
             audio.meta.video_id, len(words), audio.seconds, result.info.processing_seconds,
             result.info.processing_seconds / max(audio.seconds, 1e-9), info.language, info.language_probability,
         )
         return result
+
+    def _redecode(self, wav: np.ndarray, start: float, end: float, o: AsrOptions, language: str | None) -> list[Word] | None:
+        """One flagged segment decoded again on its own, with whisper's temperature fallback (and its
+        own language detection on a multilingual model); None when the result still fails the guard."""
+        piece = wav[int(start * SAMPLE_RATE) : int(end * SAMPLE_RATE)]
+        if piece.size < SAMPLE_RATE // 2:
+            return None
+        segments, _ = self._model.transcribe(
+            piece, language=language, beam_size=o.beam_size, word_timestamps=True, condition_on_previous_text=False,
+            vad_filter=False, temperature=REDECODE_TEMPERATURES, compression_ratio_threshold=o.max_compression_ratio,
+            log_prob_threshold=o.min_avg_logprob, no_speech_threshold=o.max_no_speech_prob,
+            initial_prompt=o.initial_prompt, hotwords=o.hotwords,
+        )
+        segments = list(segments)
+        if not segments or any(guard_reason(seg, o) is not None for seg in segments):
+            return None
+        return [Word(float(w.start) + start, float(w.end) + start, w.word, float(w.probability))
+                for seg in segments for w in (seg.words or ())]
 
     def _given_speech(self, speech: Sequence[Region], total: float) -> dict | None:
         clips = whisper_clips(speech, total)

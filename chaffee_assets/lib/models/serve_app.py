@@ -99,8 +99,8 @@ class ServedSpeechModels:
         return out
 
     # -- requests ----------------------------------------------------------------------------------
-    async def speech_regions(self, audio_url: str, video_id: str) -> Served[tuple[Region, ...]]:
-        return await self._run(self.models.speech_regions, audio_url, video_id)
+    async def speech_regions(self, audio_url: str, video_id: str, threshold: float = 0.5) -> Served[tuple[Region, ...]]:
+        return await self._run(self.models.speech_regions, audio_url, video_id, threshold)
 
     async def transcribe(self, audio: AudioRef, options: AsrOptions) -> Served[Transcript]:
         return await self._run(self.models.transcribe, audio, options)

@@ -163,12 +163,12 @@ class SpeechModels:
     def replica_id(self) -> str:
         return f"{os.uname().nodename}:{os.getpid()}"
 
-    def speech_regions(self, audio_url: str, video_id: str) -> Served[tuple[Region, ...]]:
+    def speech_regions(self, audio_url: str, video_id: str, threshold: float = vad.THRESHOLD) -> Served[tuple[Region, ...]]:
         """Silero VAD over the stored waveform: the video's speech, found once for all its steps."""
         with self._request() as c:
             wav = read_waveform(audio_url)
             with clock.model_call("silero-vad"):
-                regions = tuple(vad.speech_regions(wav, max_region_s=30.0))
+                regions = tuple(vad.speech_regions(wav, threshold=threshold, max_region_s=30.0))
             log.info("video %s: %d speech regions, %.0f s of %.0f s", video_id, len(regions),
                      vad.speech_seconds(list(regions)), len(wav) / 16_000)
             return self._served(regions, c)

@@ -94,3 +94,52 @@ def test_unknown_alias_is_a_clear_error(runtime):
 def test_folder_without_a_model_is_a_clear_error(tmp_path, runtime):
     with pytest.raises(ModelNotFound, match="no model.bin"):
         Transcriber(AsrOptions(model=str(tmp_path)), runtime)
+
+
+def test_clean_speech_passes_the_guard(transcriber, jfk):
+    info = transcriber.transcribe(jfk).info
+    assert info.segments >= 1 and info.dropped_segments == 0 and info.dropped_seconds == 0.0 and info.flags == ()
+    assert info.multilingual is False  # an English-only model detects nothing
+
+
+def test_segments_failing_the_guard_are_decoded_again_then_dropped(transcriber, jfk):
+    """A guard no decoding can pass (every segment 'loops'): each is decoded a second time with the
+    temperature fallback, still fails, and is left out, recorded with its reason."""
+    strict = AsrOptions(model="tiny.en", batch_size=4, max_compression_ratio=0.1)
+    tr = transcriber.transcribe(jfk, options=strict)
+    info = tr.info
+    assert tr.words == () and info.segments >= 1
+    assert info.redecoded_segments == info.segments == info.dropped_segments
+    assert {why for _, _, why in info.flags} == {"loop"} and info.dropped_seconds > 5.0
+
+
+def test_guard_reasons_follow_whispers_thresholds():
+    from types import SimpleNamespace
+
+    from chaffee_assets.lib.models.asr import guard_reason
+
+    o = AsrOptions()
+    seg = lambda cr, lp, ns: SimpleNamespace(compression_ratio=cr, avg_logprob=lp, no_speech_prob=ns)  # noqa: E731
+    assert guard_reason(seg(1.6, -0.3, 0.01), o) is None
+    assert guard_reason(seg(3.1, -0.3, 0.01), o) == "loop"
+    assert guard_reason(seg(1.6, -1.4, 0.2), o) == "low_confidence"
+    assert guard_reason(seg(1.6, -1.4, 0.9), o) == "no_speech"
+    assert guard_reason(seg(1.6, -0.5, 0.9), o) is None  # confident text over a quiet start is kept
+
+
+def test_words_are_clipped_to_the_audio():
+    from chaffee_assets.lib.models.asr import clip_words
+    from chaffee_assets.lib.types import Word
+
+    words = [Word(59.0, 60.17, " end"), Word(60.0, 60.3, " past")]
+    assert clip_words(words, 59.9) == [Word(59.0, 59.9, " end")]
+
+
+def test_an_initial_prompt_and_hotwords_are_used(transcriber, jfk, fixtures_dir):
+    import jiwer
+
+    options = AsrOptions(model="tiny.en", batch_size=4, initial_prompt="President Kennedy's inaugural address.", hotwords="Americans")
+    tr = transcriber.transcribe(jfk, options=options)
+    wer = jiwer.wer(normalise((fixtures_dir / "jfk.txt").read_text()), normalise(tr.text))
+    assert wer <= 0.10, tr.text
+    assert "kennedy" not in normalise(tr.text)  # the prompt conditions the decoding; it is not transcribed

@@ -10,9 +10,15 @@ import numpy as np
 import pytest
 
 from chaffee_assets.lib.errors import ModelNotFound
-from chaffee_assets.lib.models.diarize import Diarizer, spread_windows
+from chaffee_assets.lib.models.diarize import (
+    Diarizer,
+    clip_turns,
+    monologue_windows,
+    needed_seconds,
+    spread_windows,
+)
 from chaffee_assets.lib.models.vad import speech_regions
-from chaffee_assets.lib.types import SAMPLE_RATE, Audio, Diarization, DiarizationOptions, VideoMeta
+from chaffee_assets.lib.types import SAMPLE_RATE, Audio, Diarization, DiarizationOptions, Turn, VideoMeta
 from chaffee_assets.lib.voices import read_audio
 
 
@@ -69,24 +75,93 @@ def test_spread_windows_cover_the_speech():
     assert spread_windows([], 12, 3.0) == []
 
 
+def test_the_check_samples_more_of_longer_talks_and_must_catch_3_percent_or_30_s():
+    o = DiarizationOptions()
+    assert needed_seconds(600, o) == pytest.approx(18.0)  # 3 % of a 10-minute talk
+    assert needed_seconds(3 * 3600, o) == 30.0  # 30 s of a 3-hour one
+    assert needed_seconds(10, o) == 1.0  # never under a second
+    short, hour, long = (len(monologue_windows([(0.0, s)], o)) for s in (300.0, 3600.0, 8 * 3600.0))
+    assert short == o.monologue_min_windows and hour == 360 and long == 2880
+    # a voice of 3 % of a 5-minute talk still lies under three windows or more
+    assert 0.03 * 300 / (300 / short) >= 3
+
+
+def test_distinct_cluster_finds_a_minority_voice_and_ignores_one_odd_window():
+    from chaffee_assets.lib.models.diarize import distinct_cluster
+    from chaffee_assets.lib.vectors import normalize
+
+    rng = np.random.default_rng(0)
+    host, guest, odd = rng.normal(size=(3, 192))
+    rows = lambda centre, n: normalize(centre + 0.6 * rng.normal(size=(n, 192)))  # noqa: E731
+    count, sim = distinct_cluster(np.vstack([rows(host, 40), rows(guest, 4)]))
+    assert count == 4 and sim < 0.2
+    count, sim = distinct_cluster(np.vstack([rows(host, 40), rows(odd, 1)]))
+    assert sim is None or sim > 0.5  # a single window is no voice: only splits of the host remain
+    assert distinct_cluster(rows(host, 3)) == (0, None)
+
+
+def test_clip_turns_keeps_turns_inside_the_audio():
+    turns = [Turn(-0.2, 1.0, "A"), Turn(58.0, 60.17, "B"), Turn(60.0, 61.0, "A")]
+    assert clip_turns(turns, 59.9) == (Turn(0.0, 1.0, "A"), Turn(58.0, 59.9, "B"))
+
+
 def test_fast_path_on_a_monologue(embedder, monologue, caplog):
     diarizer = Diarizer(DiarizationOptions(method="auto"), embedder)
     with caplog.at_level(logging.INFO, logger="chaffee_assets.lib.models.diarize"):
         d = diarizer.diarize(monologue)
     assert d.method == "fast_path" and d.fast_path is True
     assert d.speakers == 1 and {t.speaker for t in d.turns} == {"SPEAKER_00"}
-    assert d.monologue_score is not None and d.monologue_score >= diarizer.options.monologue_threshold
+    c = d.check
+    assert c is not None and c.decision == "one" and c.foreign_seconds == 0.0 and c.overlap_seconds == 0.0
+    # the margin: the window least like JFK is still far above the foreign-voice cut
+    assert c.lowest_similarity > diarizer.options.monologue_foreign_similarity + 0.05
+    assert d.monologue_score == c.score < diarizer.options.monologue_catch
     assert not diarizer.pyannote_loaded
     assert "Monologue fast-path detected" in caplog.text
     assert [(t.start, t.end) for t in d.turns] == speech_regions(monologue.waveform)
-    assert 0 < d.seconds < 30 and d.video_id == "monologue"
+    assert 0 < d.seconds < 60 and d.video_id == "monologue"
 
 
 def test_monologue_check_hears_two_voices_in_the_sample(embedder, sample):
     diarizer = Diarizer(DiarizationOptions(method="auto"), embedder)
-    score = diarizer.monologue_score(sample.waveform)
-    assert score is not None and score < diarizer.options.monologue_threshold
+    c = diarizer.monologue_check(sample.waveform)
+    assert c.decision == "several" and c.score >= diarizer.options.monologue_catch
     assert not diarizer.pyannote_loaded
+
+
+def test_a_guest_with_4_percent_of_a_long_talk_is_heard(embedder, fixtures_dir):
+    """Five minutes of JFK (30 times) with 12 s of Sheila (from the sample) in the middle: the old check's
+    24 windows over the whole talk judged such talks one voice."""
+    jfk = read_audio(fixtures_dir / "jfk.flac")
+    sheila = np.concatenate([read_audio(fixtures_dir / "sample.wav", 14.75, 17.9), read_audio(fixtures_dir / "sample.wav", 21.8, 27.8)])
+    host = [jfk, _silence(1.0)] * 30
+    wav = np.concatenate(host[:30] + [sheila, sheila[: SAMPLE_RATE * 3], _silence(1.0)] + host[30:])
+    diarizer = Diarizer(DiarizationOptions(method="auto"), embedder)
+    c = diarizer.monologue_check(wav)
+    assert 0.03 < 12.0 / c.speech_seconds < 0.05
+    assert c.decision == "several" and c.foreign_seconds >= diarizer.options.monologue_catch * c.needed_seconds
+    alone = diarizer.monologue_check(np.concatenate(host))
+    assert alone.decision == "one" and alone.windows >= 0.9 * diarizer.options.monologue_min_windows
+
+
+def test_two_voices_at_once_in_one_channel_are_heard(embedder, fixtures_dir):
+    """JFK with Sheila speaking over him (mixed into one channel): the segmentation model's overlap."""
+    jfk = read_audio(fixtures_dir / "jfk.flac")
+    sheila = read_audio(fixtures_dir / "sample.wav", 21.8, 27.8)
+    mixed = jfk.copy()
+    mixed[2 * SAMPLE_RATE : 2 * SAMPLE_RATE + sheila.size] += sheila
+    wav = np.concatenate([jfk, _silence(1.0), mixed, _silence(1.0), jfk])
+    diarizer = Diarizer(DiarizationOptions(method="auto"), embedder)
+    c = diarizer.monologue_check(wav)
+    assert c.decision == "several", c
+    assert (c.overlap_seconds or 0.0) > 0 or c.foreign_seconds > 0
+
+
+def test_too_little_speech_is_said_and_taken_as_one_voice(embedder, fixtures_dir):
+    wav = np.concatenate([_silence(3.0), read_audio(fixtures_dir / "jfk.flac", 0.3, 2.5), _silence(3.0)])
+    diarizer = Diarizer(DiarizationOptions(method="auto"), embedder)
+    d = diarizer.diarize(_audio("short", wav))
+    assert d.check is not None and d.check.decision == "too_little" and d.fast_path and d.speakers == 1
 
 
 @pytest.mark.slow
@@ -94,7 +169,7 @@ def test_auto_runs_pyannote_on_the_sample_with_low_der(embedder, sample, fixture
     diarizer = Diarizer(DiarizationOptions(method="auto"), embedder)
     d = diarizer.diarize(sample)
     assert d.method == "pyannote" and d.fast_path is False and diarizer.pyannote_loaded
-    assert d.speakers == 2 and d.monologue_score is not None
+    assert d.speakers == 2 and d.check is not None and d.check.decision == "several"
     assert der(d, fixtures_dir / "sample.rttm") <= 0.10
     assert [t.start for t in d.turns] == sorted(t.start for t in d.turns)
     assert d.turns[0].speaker == "SPEAKER_00"  # labelled in order of first appearance
@@ -146,8 +221,9 @@ def test_pyannote_threads_follow_the_cores_share_between_batches(embedder, sampl
     assert seen[:2] == [1, 1] and set(seen[2:]) == {2}, seen
 
 
-def test_fast_path_never_imports_pyannote(fixtures_dir, model_cache):
-    """In a fresh interpreter: importing the module loads no torch; the fast path loads no pyannote."""
+def test_fast_path_never_builds_the_pyannote_pipeline(fixtures_dir, model_cache):
+    """In a fresh interpreter: importing the module loads no torch; the fast path builds no pyannote
+    pipeline (the check's segmentation model alone)."""
     code = f"""
 import sys
 import numpy as np
@@ -159,14 +235,33 @@ from chaffee_assets.lib.models.runtime import ModelRuntime
 from chaffee_assets.lib.types import Audio, DiarizationOptions, VideoMeta
 from chaffee_assets.lib.voices import read_audio
 jfk = read_audio({str(fixtures_dir / "jfk.flac")!r})
-d = dz.Diarizer(DiarizationOptions(), EcapaEmbedder(ModelRuntime.resolve("cpu", {str(model_cache)!r}))).diarize(
-    Audio(VideoMeta("j", "t", "u"), np.concatenate([jfk, jfk])))
-assert d.fast_path, d
-assert "pyannote.audio" not in sys.modules
+diarizer = dz.Diarizer(DiarizationOptions(), EcapaEmbedder(ModelRuntime.resolve("cpu", {str(model_cache)!r})))
+d = diarizer.diarize(Audio(VideoMeta("j", "t", "u"), np.concatenate([jfk, jfk])))
+assert d.fast_path and d.check.decision == "one", d
+assert not diarizer.pyannote_loaded and diarizer._segmentation is not None
 print("ok")
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
+
+
+def test_hybrid_clusters_the_sample_and_takes_the_fast_path_on_a_monologue(embedder, sample, monologue, fixtures_dir):
+    diarizer = Diarizer(DiarizationOptions(), embedder)  # the default: hybrid
+    assert diarizer.options.method == "hybrid"
+    d = diarizer.diarize(sample)
+    assert d.method == "simple" and d.check.decision == "several" and d.speakers == 2
+    assert der(d, fixtures_dir / "sample.rttm") <= 0.25 and not diarizer.pyannote_loaded
+    d = diarizer.diarize(monologue)
+    assert d.fast_path and d.speakers == 1
+
+
+def test_speaker_bounds_hold_simple_clustering(embedder, sample):
+    one = Diarizer(DiarizationOptions(method="simple", max_speakers=1), embedder).diarize(sample)
+    assert one.speakers == 1
+    three = Diarizer(DiarizationOptions(method="simple", min_speakers=3), embedder).diarize(sample)
+    assert three.speakers == 3
+    with pytest.raises(ValueError, match="min 3 / max 2"):
+        DiarizationOptions(min_speakers=3, max_speakers=2)
 
 
 def test_off_gives_one_turn_per_region(embedder, sample):
@@ -186,7 +281,7 @@ def test_simple_clustering_on_the_sample(embedder, sample, fixtures_dir):
     assert all(a.end <= b.start + 1e-6 for a, b in zip(d.turns, d.turns[1:], strict=False))
 
 
-@pytest.mark.parametrize("method", ["auto", "pyannote", "simple", "off"])
+@pytest.mark.parametrize("method", ["hybrid", "auto", "pyannote", "simple", "off"])
 @pytest.mark.parametrize("kind", ["silence", "noise", "short"])
 def test_no_speech_gives_an_empty_diarization(embedder, fixtures_dir, method, kind):
     if kind == "silence":
