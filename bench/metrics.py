@@ -16,6 +16,7 @@ Definitions (wall-clock, epoch seconds; see bench/README.md):
 from __future__ import annotations
 
 import statistics
+import sys
 from dataclasses import dataclass, field
 
 GPU_ASSETS = ("transcript", "diarization", "speaker_labels", "embeddings")
@@ -378,3 +379,14 @@ def chart(sides: list[Side], path, title: str = "") -> None:
     fig.tight_layout(rect=(0, 0.07, 1, 0.97))
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def table(title: str, header: list[str], rows: list[list[object]]) -> None:
+    cells = [[str(c) for c in header]] + [[f"{c:.3f}" if isinstance(c, float) else str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    print(f"\n### {title}\n")
+    for i, r in enumerate(cells):
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |")
+        if i == 0:
+            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    sys.stdout.flush()

@@ -26,6 +26,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from metrics import table  # noqa: E402
+
 from chaffee_assets.lib.models.asr import Transcriber
 from chaffee_assets.lib.models.diarize import Diarizer
 from chaffee_assets.lib.models.ecapa import EcapaEmbedder  # noqa: E402
@@ -51,17 +53,6 @@ RTTM_NAMES = {"speaker90": "Diane", "speaker91": "Sheila"}  # sample.rttm ids ->
 
 
 # -- helpers ----------------------------------------------------------------------------------------
-
-
-def table(title: str, header: list[str], rows: list[list[object]]) -> None:
-    cells = [[str(c) for c in header]] + [[f"{c:.3f}" if isinstance(c, float) else str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    print(f"\n### {title}\n")
-    for i, r in enumerate(cells):
-        print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |")
-        if i == 0:
-            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    sys.stdout.flush()
 
 
 def normalise(text: str) -> str:

@@ -48,6 +48,8 @@ REPO = Path(__file__).resolve().parents[1]
 if not os.environ.get("PYTHONPATH"):
     sys.path.insert(0, str(REPO))
 
+from metrics import table  # noqa: E402
+
 from chaffee_assets.lib.types import SAMPLE_RATE  # noqa: E402
 
 SR = SAMPLE_RATE
@@ -211,17 +213,6 @@ def _overlaid(host: np.ndarray, guest: np.ndarray) -> np.ndarray:
 
 
 # -- sections -------------------------------------------------------------------------------------
-
-
-def table(title: str, header: list[str], rows: list[list[object]]) -> None:
-    cells = [[str(c) for c in header]] + [[f"{c:.3f}" if isinstance(c, float) else str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    print(f"\n### {title}\n")
-    for i, r in enumerate(cells):
-        print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |")
-        if i == 0:
-            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    sys.stdout.flush()
 
 
 def decide(diarizer, wav: np.ndarray) -> tuple[str, str, float, float | None]:
