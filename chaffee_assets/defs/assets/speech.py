@@ -139,8 +139,8 @@ def name_speakers(context: dg.AssetExecutionContext, models: ModelServiceResourc
     outs={
         "transcript": _out(Transcript, "whisper", "transcript-v3", "faster-whisper, batched, on the video's speech regions, with word "
                            "timestamps; segments failing the decoding guard (loops, low confidence) decoded again or left out."),
-        "diarization": _out(Diarization, "pyannote", "diarization-v3", "Speaker turns; `auto` takes the monologue fast path when the "
-                            "check hears no second voice (its measurements are in the metadata)."),
+        "diarization": _out(Diarization, "pyannote", "diarization-v3", "Speaker turns; `hybrid` (default) and `auto` take the monologue "
+                            "fast path when the check hears no second voice (its measurements are in the metadata)."),
         "speaker_labels": _out(
             SpeakerLabels, "speechbrain", "speaker-labels-v1",
             "Turns named by ECAPA similarity to the voices enrolled in VOICES_DIR; unknown voices are Guest N.",

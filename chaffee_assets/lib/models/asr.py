@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+import zlib
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -53,10 +54,17 @@ def whisper_clips(speech: Sequence[Region], total: float, max_seconds: float = _
 REDECODE_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # whisper's fallback schedule
 
 
+def compression_ratio(text: str) -> float:
+    """Bytes over zlib-compressed bytes (whisper's measure): a decoding loop compresses very well."""
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
 def guard_reason(segment: Any, options: AsrOptions) -> str | None:
-    """Why a decoded whisper segment cannot be trusted (None: it can): a repetition loop (it
-    compresses too well), a hallucination over non-speech, or a low-confidence stretch."""
-    if segment.compression_ratio > options.max_compression_ratio:
+    """Why a decoded whisper segment cannot be trusted (None: it can): a repetition loop (its own
+    text compresses too well; whisper's ratio is over the whole 30 s window, which a speaker who
+    says one sentence twice also reaches), a hallucination over non-speech, or a low-confidence stretch."""
+    if compression_ratio(segment.text) > options.max_compression_ratio:
         return "loop"
     if segment.avg_logprob < options.min_avg_logprob:
         return "no_speech" if segment.no_speech_prob > options.max_no_speech_prob else "low_confidence"

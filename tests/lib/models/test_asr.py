@@ -119,12 +119,14 @@ def test_guard_reasons_follow_whispers_thresholds():
     from chaffee_assets.lib.models.asr import guard_reason
 
     o = AsrOptions()
-    seg = lambda cr, lp, ns: SimpleNamespace(compression_ratio=cr, avg_logprob=lp, no_speech_prob=ns)  # noqa: E731
-    assert guard_reason(seg(1.6, -0.3, 0.01), o) is None
-    assert guard_reason(seg(3.1, -0.3, 0.01), o) == "loop"
-    assert guard_reason(seg(1.6, -1.4, 0.2), o) == "low_confidence"
-    assert guard_reason(seg(1.6, -1.4, 0.9), o) == "no_speech"
-    assert guard_reason(seg(1.6, -0.5, 0.9), o) is None  # confident text over a quiet start is kept
+    said = " And so, my fellow Americans, ask not what your country can do for you."
+    loop = " Ich bin ein, ich bin ein, ich bin ein," * 12
+    seg = lambda text, lp, ns: SimpleNamespace(text=text, avg_logprob=lp, no_speech_prob=ns)  # noqa: E731
+    assert guard_reason(seg(said, -0.3, 0.01), o) is None
+    assert guard_reason(seg(loop, -0.3, 0.01), o) == "loop"
+    assert guard_reason(seg(said, -1.4, 0.2), o) == "low_confidence"
+    assert guard_reason(seg(said, -1.4, 0.9), o) == "no_speech"
+    assert guard_reason(seg(said, -0.5, 0.9), o) is None  # confident text over a quiet start is kept
 
 
 def test_words_are_clipped_to_the_audio():
