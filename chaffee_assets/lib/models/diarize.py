@@ -314,8 +314,10 @@ class Diarizer:
         foreign = int((sims < o.monologue_foreign_similarity).sum())
         per_window = speech / len(windows)
         foreign_s = foreign * per_window if foreign >= 2 else 0.0  # one odd window is not a voice
-        count, cluster_sim = distinct_cluster(emb)
-        cluster_s = count * per_window if cluster_sim is not None and cluster_sim < o.monologue_cluster_similarity else 0.0
+        count, cluster_sim, cluster_s = 0, None, 0.0
+        if foreign_s < o.monologue_catch * need:  # the clustering (quadratic in windows) only when still undecided
+            count, cluster_sim = distinct_cluster(emb)
+            cluster_s = count * per_window if cluster_sim is not None and cluster_sim < o.monologue_cluster_similarity else 0.0
         overlap_s = None
         if max(foreign_s, cluster_s) < o.monologue_catch * need and o.monologue_overlap:
             overlap_s = self.overlap_seconds(wav, regions)

@@ -99,8 +99,9 @@ class ServedSpeechModels:
         return out
 
     # -- requests ----------------------------------------------------------------------------------
-    async def speech_regions(self, audio_url: str, video_id: str, threshold: float = 0.5) -> Served[tuple[Region, ...]]:
-        return await self._run(self.models.speech_regions, audio_url, video_id, threshold)
+    async def speech_regions(self, audio_url: str, video_id: str, threshold: float | None = None) -> Served[tuple[Region, ...]]:
+        args = (audio_url, video_id) if threshold is None else (audio_url, video_id, threshold)  # None: the service's default
+        return await self._run(self.models.speech_regions, *args)
 
     async def transcribe(self, audio: AudioRef, options: AsrOptions) -> Served[Transcript]:
         return await self._run(self.models.transcribe, audio, options)
