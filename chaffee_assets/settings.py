@@ -53,6 +53,11 @@ class Settings(BaseSettings):
         description="silero VAD's speech probability cut; lower finds quieter speakers and more noise (README, bench/speech_quality.py).",
     )
     whisper_hotwords: str | None = Field(None, alias="WHISPER_HOTWORDS", description="Words whisper should prefer, comma or space separated (faster-whisper's hotwords).")
+    whisper_language_check: str | None = Field(
+        "base", alias="WHISPER_LANGUAGE_CHECK",
+        description="A multilingual whisper model (alias or folder) that listens to a few windows of each talk an English-only "
+        "WHISPER_MODEL transcribes, and flags speech in another language (transcript/trusted); empty: no check.",
+    )
     embedding_model: str = Field("minilm", alias="EMBEDDING_MODEL", description="Packaged alias (minilm, mpnet) or a sentence-transformers folder.")
     pyannote_model: str | None = Field(None, alias="PYANNOTE_MODEL", description="A local pyannote pipeline folder (community-1, 3.1); unset: packaged segmentation-3.0 + ECAPA.")
     device: DeviceSetting = Field("auto", alias="DEVICE")
@@ -120,7 +125,7 @@ class Settings(BaseSettings):
 
     @field_validator(
         "database_url", "dagster_database_url", "artifact_root", "pyannote_model", "whisper_language", "ray_address",
-        "service_resource", "whisper_prompt", "whisper_hotwords", "min_speakers", "max_speakers", mode="before",
+        "service_resource", "whisper_prompt", "whisper_hotwords", "whisper_language_check", "min_speakers", "max_speakers", mode="before",
     )
     @classmethod
     def _empty_is_unset(cls, v: object) -> object:

@@ -47,6 +47,7 @@ def build_resources(settings: Settings, archive_url: str, service_address_file: 
             whisper_language=settings.whisper_language,
             whisper_prompt=settings.whisper_prompt,
             whisper_hotwords=settings.whisper_hotwords,
+            whisper_language_check=settings.whisper_language_check,
             vad_threshold=settings.vad_threshold,
             diarization=settings.diarization_method,
             min_speakers=settings.min_speakers,

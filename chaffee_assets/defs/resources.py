@@ -68,6 +68,7 @@ class SpeechOptionsResource(dg.ConfigurableResource):
     whisper_language: str | None = None
     whisper_prompt: str | None = None
     whisper_hotwords: str | None = None
+    whisper_language_check: str | None = "base"
     vad_threshold: float = 0.5
     diarization: str = "hybrid"
     min_speakers: int | None = None
@@ -78,7 +79,8 @@ class SpeechOptionsResource(dg.ConfigurableResource):
 
     def asr_options(self) -> AsrOptions:
         return AsrOptions(model=self.whisper_model, batch_size=self.whisper_batch_size, language=self.whisper_language,
-                          initial_prompt=self.whisper_prompt, hotwords=self.whisper_hotwords)
+                          initial_prompt=self.whisper_prompt, hotwords=self.whisper_hotwords,
+                          language_check=self.whisper_language_check)
 
     def diarization_options(self) -> DiarizationOptions:
         return DiarizationOptions(method=self.diarization, min_speakers=self.min_speakers, max_speakers=self.max_speakers)

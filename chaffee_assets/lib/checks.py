@@ -66,9 +66,10 @@ def transcript_plausible(transcript: Transcript, speech: tuple[Region, ...]) -> 
 
 
 def transcript_trusted(transcript: Transcript, speech: tuple[Region, ...]) -> Check:
-    """How much of the speech whisper could not decode with confidence: segments the guard dropped
-    after a second decoding (loops, low-confidence stretches, text over non-speech). A large share is
-    speech the model cannot read (another language on an English-only model, music, noise)."""
+    """Whether the transcript can be trusted: not when an English-only model's windows were heard in
+    another language by the language check (its words are English guesses), nor when much of the
+    speech failed the decoding guard after a second decoding (loops, low-confidence stretches, text
+    over non-speech: speech the model cannot read, music, noise)."""
     info = transcript.info
     speech_s = sum(e - s for s, e in speech)
     share = info.dropped_seconds / speech_s if speech_s > 0 else 0.0
@@ -77,7 +78,13 @@ def transcript_trusted(transcript: Transcript, speech: tuple[Region, ...]) -> Ch
         "segments": info.segments, "redecoded_segments": info.redecoded_segments, "dropped_segments": info.dropped_segments,
         "dropped_seconds": round(info.dropped_seconds, 1), "dropped_share": round(share, 3),
         "language": info.language, "language_probability": round(info.language_probability, 3),
+        "language_checked_windows": info.language_checked, "other_language_windows": len(info.other_languages),
     }
+    if info.other_languages:
+        languages = ", ".join(sorted({lang for _, lang, _ in info.other_languages}))
+        return Check(False, f"speech in {languages} ({len(info.other_languages)} of {info.language_checked} windows checked) "
+                            f"on the English-only model {info.model}: its words are English guesses; a multilingual "
+                            "WHISPER_MODEL (base) transcribes it", meta)
     if share > MAX_DROPPED_SHARE:
         hint = " (not English? the model is English-only)" if info.language == "en" and not info.multilingual else ""
         return Check(False, f"{info.dropped_seconds:.0f} s of {speech_s:.0f} s of speech dropped as untrustworthy "

@@ -39,10 +39,14 @@ class AsrOptions:
     # the guard (whisper's own thresholds): a segment compressing better than `max_compression_ratio`
     # is a repetition loop, one under `min_avg_logprob` a low-confidence stretch, one with
     # `no_speech_prob` over `max_no_speech_prob` and low confidence a hallucination over non-speech.
-    # Flagged segments are decoded again with temperature fallback; what still fails is dropped.
+    # Flagged windows are decoded again in pieces of <= 10 s cut at pauses (deterministic: no
+    # sampling); the pieces that still fail are dropped.
     max_compression_ratio: float = 2.4
     min_avg_logprob: float = -1.0
     max_no_speech_prob: float = 0.6
+    # an English-only model's transcript checked for other languages: `language_windows` of its
+    # windows, spread over the talk, heard by this multilingual model (None: no check)
+    language_check: str | None = "base"
 
 
 METHODS = ("hybrid", "auto", "pyannote", "simple", "off")
@@ -187,6 +191,9 @@ class TranscriptInfo:
     dropped_seconds: float = 0.0
     flags: tuple[tuple[float, float, str], ...] = ()  # (start, end, loop | low_confidence | no_speech) of dropped segments
     multilingual: bool = False  # the language was detected per 30 s window (a talk may switch)
+    # English-only model: (window start, language, probability) of checked windows heard in another language
+    other_languages: tuple[tuple[float, str, float], ...] = ()
+    language_checked: int = 0  # windows the language check heard
 
 
 @dataclass(frozen=True)

@@ -124,3 +124,15 @@ def test_transcript_trusted_warns_when_the_guard_dropped_much_of_the_speech():
     guess = checks.transcript_trusted(replace(base, info=replace(base.info, multilingual=True, language="de", language_probability=0.3)),
                                       SPEECH_60S)
     assert not guess.passed and "probability 0.30" in guess.description
+
+
+def test_transcript_trusted_warns_when_an_english_only_model_heard_another_language():
+    from dataclasses import replace
+
+    base = _transcript(["word"] * 100)
+    heard = replace(base.info, language_checked=4, other_languages=((30.0, "de", 0.97), (90.0, "de", 0.99)))
+    bad = checks.transcript_trusted(replace(base, info=heard), SPEECH_60S)
+    assert not bad.passed and "speech in de (2 of 4 windows checked)" in bad.description
+    assert bad.metadata["other_language_windows"] == 2 and bad.metadata["language_checked_windows"] == 4
+    fine = checks.transcript_trusted(replace(base, info=replace(heard, other_languages=())), SPEECH_60S)
+    assert fine.passed

@@ -68,6 +68,8 @@ def transcribe(context: dg.AssetExecutionContext, models: ModelServiceResource, 
         "redecoded_segments": info.redecoded_segments,
         "dropped_segments": info.dropped_segments,
         "dropped_seconds": round(info.dropped_seconds, 1),
+        "language_checked_windows": info.language_checked,
+        "other_languages": ", ".join(f"{lang} at {a:.0f} s ({p:.2f})" for a, lang, p in info.other_languages) or "none",
         **served_metadata(served, audio_seconds=audio.seconds),
     })
 
@@ -137,8 +139,9 @@ def name_speakers(context: dg.AssetExecutionContext, models: ModelServiceResourc
 @dg.multi_asset(
     name="speech",
     outs={
-        "transcript": _out(Transcript, "whisper", "transcript-v3", "faster-whisper, batched, on the video's speech regions, with word "
-                           "timestamps; segments failing the decoding guard (loops, low confidence) decoded again or left out."),
+        "transcript": _out(Transcript, "whisper", "transcript-v4", "faster-whisper, batched, on the video's speech regions, with word "
+                           "timestamps; segments failing the decoding guard (loops, low confidence) decoded again or left out; an "
+                           "English-only model's windows checked for other languages."),
         "diarization": _out(Diarization, "pyannote", "diarization-v3", "Speaker turns; `hybrid` (default) and `auto` take the monologue "
                             "fast path when the check hears no second voice (its measurements are in the metadata)."),
         "speaker_labels": _out(

@@ -7,10 +7,12 @@ empty transcript, never an exception.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import math
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -26,6 +28,9 @@ MIN_AUDIO_SECONDS = 1.0  # shorter audio is not worth a decoder pass: empty tran
 MAX_GAP_SECONDS = 2.0  # a longer pause between two speech regions starts a new whisper window
 _CHUNK_SECONDS = 30  # whisper's window; also the longest VAD chunk the batched pipeline decodes
 UNDETERMINED = "und"  # ISO 639 "undetermined": the language of audio without speech
+OTHER_LANGUAGE_PROBABILITY = 0.5  # the language check names another language at this probability or more
+
+LanguageId = Callable[[np.ndarray], tuple[str, float]]  # a window's waveform -> (language code, probability)
 
 
 
@@ -51,7 +56,34 @@ def whisper_clips(speech: Sequence[Region], total: float, max_seconds: float = _
     return [{"start": round(a, 3), "end": round(b, 3)} for a, b in clips]
 
 
-REDECODE_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # whisper's fallback schedule
+# A flagged window is decoded again in pieces of at most this length, each with its own context:
+# a speaker repeating a sentence gives pieces that each pass the guard, a decoding loop does not.
+REDECODE_PIECE_SECONDS = 10.0
+
+
+def redecode_pieces(start: float, end: float, spans: Sequence[Region], max_seconds: float = REDECODE_PIECE_SECONDS) -> list[tuple[float, float]]:
+    """[start, end] cut into the fewest pieces of about equal length within about `max_seconds`, each
+    cut in the middle of the longest pause between two `spans` (the window's speech regions, or its
+    decoded words) within half a piece of its place, or at that place when there is none."""
+    length = end - start
+    n = max(1, math.ceil(length / max_seconds - 1e-9))
+    inside = sorted((float(a), float(b)) for a, b in spans if b > start and a < end)
+    pauses = [((b0 + a1) / 2, a1 - b0) for (_, b0), (a1, _) in itertools.pairwise(inside) if a1 >= b0]
+    bounds = [start]
+    for k in range(1, n):
+        place, reach = start + k * length / n, length / n / 2
+        near = [(width, -abs(at - place), at) for at, width in pauses if bounds[-1] < at < end and abs(at - place) <= reach]
+        bounds.append(max(near)[2] if near else place)
+    bounds.append(end)
+    return [(round(a, 3), round(b, 3)) for a, b in itertools.pairwise(bounds)]
+
+
+def spread(windows: Sequence[tuple[float, float]], n: int) -> list[tuple[float, float]]:
+    """`n` of `windows` evenly spread from the first to the last (all of them when there are fewer)."""
+    if len(windows) <= n:
+        return list(windows)
+    picks = np.unique(np.linspace(0, len(windows) - 1, max(1, n)).round().astype(int))
+    return [windows[i] for i in picks]
 
 
 def compression_ratio(text: str) -> float:
@@ -61,9 +93,10 @@ def compression_ratio(text: str) -> float:
 
 
 def guard_reason(segment: Any, options: AsrOptions) -> str | None:
-    """Why a decoded whisper segment cannot be trusted (None: it can): a repetition loop (its own
-    text compresses too well; whisper's ratio is over the whole 30 s window, which a speaker who
-    says one sentence twice also reaches), a hallucination over non-speech, or a low-confidence stretch."""
+    """Why a decoded whisper segment cannot be trusted (None: it can): a repetition loop (its text
+    compresses too well; in the batched pipeline a segment is a whole window, where a speaker who
+    says one sentence twice also reaches the ratio, and `Transcriber._redecode` tells the two apart),
+    a hallucination over non-speech, or a low-confidence stretch."""
     if compression_ratio(segment.text) > options.max_compression_ratio:
         return "loop"
     if segment.avg_logprob < options.min_avg_logprob:
@@ -120,13 +153,15 @@ class Transcriber:
         language = self._fixed_language() or UNDETERMINED
         return Transcript(audio.meta.video_id, (), self._info(audio, started, language, 0.0))
 
-    def transcribe(self, audio: Audio, speech: Sequence[Region] | None = None, options: AsrOptions | None = None) -> Transcript:
+    def transcribe(self, audio: Audio, speech: Sequence[Region] | None = None, options: AsrOptions | None = None,
+                   language_id: LanguageId | None = None) -> Transcript:
         """Words with timestamps (seconds from the start of the audio) and run information.
 
         `speech`: the video's speech regions when VAD already ran (once per video, before the
         model step): whisper decodes those, merged into windows of up to 30 s, and runs no VAD of
         its own. None: faster-whisper's VAD (or, with `vad=False`, fixed 30 s windows). `options`:
-        this call's batch size, language and beam (the model is the loaded one)."""
+        this call's batch size, language and beam (the model is the loaded one). `language_id`: a
+        multilingual model's language detection, to check an English-only model's windows."""
         o = options or self.options
         started = time.perf_counter()
         wav = np.ascontiguousarray(audio.waveform, dtype=np.float32).reshape(-1)
@@ -155,25 +190,33 @@ class Transcriber:
         words: list[Word] = []
         decoded = redecoded = 0
         dropped: list[tuple[float, float, str]] = []
+        windows: list[tuple[float, float]] = []
         for seg in segments:
             decoded += 1
+            windows.append((float(seg.start), float(seg.end)))
             reason = guard_reason(seg, o)
             seg_words = [Word(float(w.start), float(w.end), w.word, float(w.probability)) for w in (seg.words or ())]
             if reason is not None:
                 redecoded += 1
-                again = self._redecode(wav, float(seg.start), float(seg.end), o, language)
-                if again is None:
-                    dropped.append((round(float(seg.start), 3), round(float(seg.end), 3), reason))
-                    continue
-                seg_words = again
+                spans = speech if speech is not None else [(w.start, w.end) for w in seg_words]
+                seg_words, failed = self._redecode(wav, seg, spans, o, language)
+                dropped += failed
             words += seg_words
         words = clip_words(words, audio.seconds)
+        others, checked = self._other_languages(wav, windows, o, language_id)
         dropped_s = sum(b - a for a, b, _ in dropped)
         result = Transcript(audio.meta.video_id, tuple(words), replace(
             self._info(audio, started, info.language, info.language_probability, o.batch_size),
             segments=decoded, redecoded_segments=redecoded, dropped_segments=len(dropped),
             dropped_seconds=round(dropped_s, 3), flags=tuple(dropped), multilingual=detect,
+            other_languages=others, language_checked=checked,
         ))
+        if others:
+            log.warning(
+                "video %s: the English-only model %s decoded speech the language check hears as %s (%d of %d windows "
+                "checked): a multilingual model transcribes it", audio.meta.video_id, o.model,
+                ", ".join(sorted({lang for _, lang, _ in others})), len(others), checked,
+            )
         if dropped:
             log.warning(
                 "video %s: %d of %d whisper segments (%.1f s) failed the guard after a second decoding and are "
@@ -187,23 +230,45 @@ class Transcriber:
         )
         return result
 
-    def _redecode(self, wav: np.ndarray, start: float, end: float, o: AsrOptions, language: str | None) -> list[Word] | None:
-        """One flagged segment decoded again on its own, with whisper's temperature fallback (and its
-        own language detection on a multilingual model); None when the result still fails the guard."""
-        piece = wav[int(start * SAMPLE_RATE) : int(end * SAMPLE_RATE)]
-        if piece.size < SAMPLE_RATE // 2:
-            return None
-        segments, _ = self._model.transcribe(
-            piece, language=language, beam_size=o.beam_size, word_timestamps=True, condition_on_previous_text=False,
-            vad_filter=False, temperature=REDECODE_TEMPERATURES, compression_ratio_threshold=o.max_compression_ratio,
-            log_prob_threshold=o.min_avg_logprob, no_speech_threshold=o.max_no_speech_prob,
-            initial_prompt=o.initial_prompt, hotwords=o.hotwords,
-        )
-        segments = list(segments)
-        if not segments or any(guard_reason(seg, o) is not None for seg in segments):
-            return None
-        return [Word(float(w.start) + start, float(w.end) + start, w.word, float(w.probability))
-                for seg in segments for w in (seg.words or ())]
+    def _other_languages(self, wav: np.ndarray, windows: Sequence[tuple[float, float]], o: AsrOptions,
+                         language_id: LanguageId | None) -> tuple[tuple[tuple[float, str, float], ...], int]:
+        """An English-only model decodes any speech as English guesses: `o.language_windows` of the
+        decoded windows, spread over the talk, heard by a multilingual model's language detection.
+        The windows it names another language in, and how many it heard."""
+        if self.multilingual or language_id is None or not windows:
+            return (), 0
+        picks = spread(windows, max(1, o.language_windows))
+        found = []
+        for a, b in picks:
+            language, probability = language_id(wav[int(a * SAMPLE_RATE) : int(b * SAMPLE_RATE)])
+            if language != "en" and probability >= OTHER_LANGUAGE_PROBABILITY:
+                found.append((round(a, 3), language, round(float(probability), 3)))
+        return tuple(found), len(picks)
+
+    def _redecode(self, wav: np.ndarray, seg: Any, spans: Sequence[Region], o: AsrOptions,
+                  language: str | None) -> tuple[list[Word], list[tuple[float, float, str]]]:
+        """A flagged window decoded again in pieces cut at pauses (`redecode_pieces`), deterministically
+        (beam search at temperature 0: no sampling, the same audio gives the same archive). The words
+        of the pieces that pass the guard, and the pieces that do not (start, end, reason)."""
+        words: list[Word] = []
+        dropped: list[tuple[float, float, str]] = []
+        for a, b in redecode_pieces(float(seg.start), float(seg.end), spans):
+            piece = wav[int(a * SAMPLE_RATE) : int(b * SAMPLE_RATE)]
+            if piece.size < SAMPLE_RATE // 2:
+                dropped.append((round(a, 3), round(b, 3), guard_reason(seg, o) or "loop"))
+                continue
+            segments, _ = self._model.transcribe(
+                piece, language=language, beam_size=o.beam_size, word_timestamps=True,
+                condition_on_previous_text=False, vad_filter=False, temperature=0.0,
+                initial_prompt=o.initial_prompt, hotwords=o.hotwords,
+            )
+            for again in segments:
+                reason = guard_reason(again, o)
+                if reason is not None:
+                    dropped.append((round(a + float(again.start), 3), round(min(b, a + float(again.end)), 3), reason))
+                    continue
+                words += [Word(float(w.start) + a, float(w.end) + a, w.word, float(w.probability)) for w in (again.words or ())]
+        return words, dropped
 
     def _given_speech(self, speech: Sequence[Region], total: float) -> dict | None:
         clips = whisper_clips(speech, total)
@@ -219,3 +284,20 @@ class Transcriber:
             "vad_filter": False,
             "clip_timestamps": [{"start": float(s), "end": float(min(s + _CHUNK_SECONDS, total))} for s in starts],
         }
+
+
+class LanguageCheck:
+    """A multilingual whisper model used only to name the language of a window (faster-whisper's
+    `detect_language`): the check of an English-only model's transcript (`AsrOptions.language_check`)."""
+
+    def __init__(self, model: str, runtime: ModelRuntime):
+        from faster_whisper import WhisperModel
+
+        path = resolve_whisper(model, runtime.cache_dir)
+        self._model = WhisperModel(str(path), device=runtime.device, compute_type=runtime.compute_type, cpu_threads=runtime.threads)
+        if not self._model.model.is_multilingual:
+            raise ValueError(f"the language check needs a multilingual whisper model; {model!r} is English-only")
+
+    def __call__(self, waveform: np.ndarray) -> tuple[str, float]:
+        language, probability, _ = self._model.detect_language(np.asarray(waveform, dtype=np.float32))
+        return language, float(probability)

@@ -57,7 +57,7 @@ class ServiceConfig:
     text_batch_size: int = 256  # passages per text-embedder batch (BATCH_SIZE)
     ecapa_batch_size: int = 64  # ECAPA windows per batch, across callers
     pyannote_model: str | None = None  # a local pyannote pipeline folder; None: packaged models
-    warm: tuple[str, ...] = ()  # loaded at start: "whisper:<model>", "text:<model>", "ecapa", "vad", "pyannote"
+    warm: tuple[str, ...] = ()  # loaded at start: "whisper:<model>", "language:<model>", "text:<model>", "ecapa", "vad", "pyannote"
 
 
 @dataclass(frozen=True)
@@ -105,6 +105,14 @@ class SpeechModels:
                                max(1, self.cores // workers) if not self.runtime.on_cuda else 0)
         return self._cached(("whisper", model), lambda: Transcriber(AsrOptions(model=model), runtime, workers))
 
+    def language_check(self, model: str):
+        """The multilingual model that checks an English-only model's windows (detection only)."""
+        from chaffee_assets.lib.models.asr import LanguageCheck
+
+        runtime = ModelRuntime(self.runtime.device, self.runtime.compute_type, self.runtime.cache_dir,
+                               self.cores if not self.runtime.on_cuda else 0)
+        return self._cached(("language-check", model), lambda: LanguageCheck(model, runtime))
+
     def ecapa(self):
         from chaffee_assets.lib.models.ecapa import EcapaEmbedder
 
@@ -132,6 +140,8 @@ class SpeechModels:
             self.whisper(model)
         elif kind == "text":
             self.text(model)
+        elif kind == "language":
+            self.language_check(model)
         elif kind == "ecapa":
             self.ecapa()
         elif kind == "vad":
@@ -176,8 +186,9 @@ class SpeechModels:
     def transcribe(self, audio: AudioRef, options: AsrOptions) -> Served[Transcript]:
         with self._request() as c:
             transcriber, wav = self.whisper(options.model), _load(audio)
+            check = self.language_check(options.language_check) if options.language_check and not transcriber.multilingual else None
             with clock.model_call("whisper"):
-                result = transcriber.transcribe(wav, audio.speech, options)
+                result = transcriber.transcribe(wav, audio.speech, options, check)
             return self._served(result, c)
 
     def diarize(self, audio: AudioRef, options: DiarizationOptions, embed: EmbedFn | None = None) -> Served[Diarization]:

@@ -103,14 +103,42 @@ def test_clean_speech_passes_the_guard(transcriber, jfk):
 
 
 def test_segments_failing_the_guard_are_decoded_again_then_dropped(transcriber, jfk):
-    """A guard no decoding can pass (every segment 'loops'): each is decoded a second time with the
-    temperature fallback, still fails, and is left out, recorded with its reason."""
+    """A guard no decoding can pass (everything 'loops'): each window is decoded a second time in
+    pieces, every piece still fails, and is left out, recorded with its reason."""
     strict = AsrOptions(model="tiny.en", batch_size=4, max_compression_ratio=0.1)
     tr = transcriber.transcribe(jfk, options=strict)
     info = tr.info
     assert tr.words == () and info.segments >= 1
-    assert info.redecoded_segments == info.segments == info.dropped_segments
+    assert info.redecoded_segments == info.segments and info.dropped_segments >= info.segments
     assert {why for _, _, why in info.flags} == {"loop"} and info.dropped_seconds > 5.0
+
+
+def test_a_repeated_sentence_is_decoded_again_in_pieces_kept_and_the_same_every_time(transcriber, jfk):
+    """A speaker saying one sentence over and over: each 30 s window compresses like a loop, its
+    pieces do not. Nothing is dropped, and the second decoding samples nothing (the same audio
+    gives the same words, also with other transcriptions running beside it)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pause = np.zeros(SAMPLE_RATE // 2, dtype=np.float32)
+    talk = _audio("repeats", np.concatenate([np.concatenate([jfk.waveform, pause])] * 5))
+    with ThreadPoolExecutor(2) as pool:
+        first, second = pool.map(transcriber.transcribe, [talk, talk])
+    third = transcriber.transcribe(talk)
+    assert first.info.redecoded_segments >= 1 and first.info.dropped_segments == 0, first.info.flags
+    assert first.words == second.words == third.words
+    assert normalise(first.text).count("your country") == 10, first.text
+
+
+@pytest.mark.parametrize(("start", "end", "spans", "pieces"), [
+    (0.0, 8.0, [(0.5, 7.5)], [(0.0, 8.0)]),  # short enough: one piece
+    (0.0, 27.5, [(0.2, 8.0), (9.0, 18.0), (18.6, 27.2)], [(0.0, 8.5), (8.5, 18.3), (18.3, 27.5)]),  # at the pauses
+    (0.0, 20.0, [], [(0.0, 10.0), (10.0, 20.0)]),  # nothing to go by: equal pieces
+    (5.0, 25.0, [(0.0, 30.0)], [(5.0, 15.0), (15.0, 25.0)]),  # no pause inside
+])
+def test_a_flagged_window_is_cut_at_the_pauses_into_equal_pieces(start, end, spans, pieces):
+    from chaffee_assets.lib.models.asr import redecode_pieces
+
+    assert redecode_pieces(start, end, spans) == pieces
 
 
 def test_guard_reasons_follow_whispers_thresholds():
@@ -145,3 +173,38 @@ def test_an_initial_prompt_and_hotwords_are_used(transcriber, jfk, fixtures_dir)
     wer = jiwer.wer(normalise((fixtures_dir / "jfk.txt").read_text()), normalise(tr.text))
     assert wer <= 0.10, tr.text
     assert "kennedy" not in normalise(tr.text)  # the prompt conditions the decoding; it is not transcribed
+
+
+@pytest.fixture(scope="module")
+def language_check(runtime):
+    from chaffee_assets.lib.models.asr import LanguageCheck
+
+    return LanguageCheck("base", runtime)
+
+
+def test_an_english_only_model_flags_speech_in_another_language(transcriber, language_check, jfk, fixtures_dir):
+    """German (faster-whisper's test reading) on tiny.en: decoded as English guesses, and the
+    multilingual model's check says so; English passes the same check."""
+    german = _audio("german", read_audio(fixtures_dir / "german.flac"))
+    info = transcriber.transcribe(german, language_id=language_check).info
+    assert info.language_checked >= 1 and [lang for _, lang, _ in info.other_languages] == ["de"] * len(info.other_languages)
+    assert info.other_languages and all(p >= 0.5 for _, _, p in info.other_languages)
+    english = transcriber.transcribe(jfk, language_id=language_check).info
+    assert english.language_checked == 1 and english.other_languages == ()
+    assert transcriber.transcribe(german).info.language_checked == 0  # no check given: none made
+
+
+def test_the_language_check_hears_windows_spread_over_the_talk():
+    from chaffee_assets.lib.models.asr import spread
+
+    windows = [(30.0 * i, 30.0 * i + 28) for i in range(10)]
+    assert spread(windows, 4) == [windows[0], windows[3], windows[6], windows[9]]
+    assert spread(windows[:3], 4) == windows[:3]
+    assert spread(windows, 1) == [windows[0]]
+
+
+def test_the_language_check_refuses_an_english_only_model(runtime):
+    from chaffee_assets.lib.models.asr import LanguageCheck
+
+    with pytest.raises(ValueError, match="multilingual.*'tiny.en' is English-only"):
+        LanguageCheck("tiny.en", runtime)
