@@ -54,12 +54,28 @@ def pss_bytes(pid: int) -> int:
     return 0
 
 
+PROCESS_KINDS = (  # (what a process is, a piece of its command line), first match wins
+    ("model replica", "ray::ServeReplica"), ("run", "execute_run"), ("run", "execute_step"),
+    ("code server", "api grpc"), ("daemon", "dagster-daemon"), ("ray head", "ray"),
+)
+
+
+def process_kind(pid: int) -> str:
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return "other"
+    return next((kind for kind, needle in PROCESS_KINDS if needle in cmd), "other")
+
+
 class MemorySampler:
-    """The PSS of every process in the given sessions, summed, once a second; keeps the peak."""
+    """The PSS of every process in the given sessions, summed, once a second; keeps the peak and
+    what it was made of (MiB and processes per kind: runs, model replica, Ray head, daemon, …)."""
 
     def __init__(self, sessions):
         self.sessions = sessions  # callable -> set of session ids
         self.peak = 0
+        self.breakdown: dict[str, dict[str, int]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -75,14 +91,21 @@ class MemorySampler:
         while not self._stop.wait(1.0):
             sids = self.sessions()
             total = 0
+            kinds: dict[str, list[int]] = {}
             for entry in os.listdir("/proc"):
                 if entry.isdigit():
                     try:
                         if os.getsid(int(entry)) in sids:
-                            total += pss_bytes(int(entry))
+                            pss = pss_bytes(int(entry))
+                            total += pss
+                            k = kinds.setdefault(process_kind(int(entry)), [0, 0])
+                            k[0], k[1] = k[0] + pss, k[1] + 1
                     except OSError:
                         continue
-            self.peak = max(self.peak, total)
+            if total > self.peak:
+                self.peak = total
+                self.breakdown = {k: {"mib": round(v[0] / 2**20), "processes": v[1]}
+                                  for k, v in sorted(kinds.items(), key=lambda kv: -kv[1][0])}
 
 
 def cli_module(checkout: Path) -> str:
@@ -157,7 +180,7 @@ def run_side(name: str, checkout: Path, feed: str, ids: list[str], folder: Path,
         loads_after = service_loads(env, state)
     finally:
         subprocess.run([*cli, "down"], env=env, cwd=checkout, capture_output=True, timeout=300)
-    return summarize(name, trace, launched, ids, mem.peak, loads_before, loads_after)
+    return summarize(name, trace, launched, ids, mem.peak, loads_before, loads_after) | {"peak_pss_by_kind": mem.breakdown}
 
 
 def summarize(name: str, trace: dict, launched: float, ids: list[str], peak: int, loads_before, loads_after) -> dict:
@@ -260,6 +283,10 @@ def print_table(rows: list[dict]) -> None:
         d = r.get("run_start_to_first_step_s") or {}
         dist = "/".join(str(d.get(k, "")) for k in ("min", "median", "p90", "max")) if d else ""
         print("| " + " | ".join(str(r.get(c, "")) for c in cols) + f" | {dist} |")
+    for r in rows:
+        if r.get("peak_pss_by_kind"):
+            print(f"peak memory of {r['side']}: " + ", ".join(
+                f"{k} {v['mib']} MiB ({v['processes']})" for k, v in r["peak_pss_by_kind"].items()))
     by = {r["side"].split("-")[0]: r for r in rows}
     if "before" in by and "after" in by:
         b, a = by["before"], by["after"]

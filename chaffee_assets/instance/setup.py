@@ -180,6 +180,8 @@ class Daemon:
 
         if (self.proc is not None and self.proc.poll() is None) or daemon_alive(instance):
             return False
+        if self.proc is not None:  # ours, gone: what it started may still be there
+            end_process_group(self.proc.pid)
         import subprocess
         import sys
 
@@ -212,8 +214,48 @@ class Daemon:
                 break
             except subprocess.TimeoutExpired:
                 continue
+        end_process_group(self.proc.pid)  # its code servers, when their own shutdown hangs
         self.proc = None
         instance.wipe_daemon_heartbeats()
+
+
+def end_process_group(pgid: int, grace_s: float = 10.0) -> None:
+    """SIGTERM to every process left in the group, SIGKILL to what is still there after `grace_s`.
+    A daemon's code server normally leaves when the daemon does (heartbeats); after a database
+    outage its shutdown can hang for good (Dagster's cleanup thread died on the outage), holding
+    its memory and socket."""
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            return
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            if not _live_in_group(pgid):
+                return
+            time.sleep(0.2)
+
+
+def _live_in_group(pgid: int) -> bool:
+    """Whether a process of the group is alive (zombies, which an init that does not reap keeps, are not)."""
+    proc = Path("/proc")
+    if not proc.is_dir():  # not Linux: the group answers for itself
+        try:
+            os.killpg(pgid, 0)
+            return True
+        except (ProcessLookupError, PermissionError):
+            return False
+    for entry in proc.iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if fields[0] != "Z" and int(fields[2]) == pgid:
+                return True
+    return False
 
 
 @contextmanager

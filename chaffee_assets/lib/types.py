@@ -186,8 +186,8 @@ class TranscriptInfo:
     processing_seconds: float
     batch_size: int
     segments: int = 0  # whisper segments decoded
-    redecoded_segments: int = 0  # flagged by the guard and decoded again
-    dropped_segments: int = 0  # still failing the guard: not in `words`, never indexed
+    redecoded_segments: int = 0  # windows flagged by the guard and decoded again in pieces
+    dropped_segments: int = 0  # stretches (pieces or their segments) still failing the guard: not in `words`, never indexed
     dropped_seconds: float = 0.0
     flags: tuple[tuple[float, float, str], ...] = ()  # (start, end, loop | low_confidence | no_speech) of dropped segments
     multilingual: bool = False  # the language was detected per 30 s window (a talk may switch)

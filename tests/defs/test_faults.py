@@ -50,6 +50,22 @@ def _claimed_by(instance, run_ids: set[str]) -> list[str]:
     return [s.run_id for s in info.claimed_slots if s.run_id in run_ids]
 
 
+def _dagster_processes_of(folder) -> list[str]:
+    """Live Dagster processes (daemon, code servers, runs) whose command line names `folder`."""
+    from pathlib import Path
+
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if "dagster" in cmd and str(folder) in cmd and state != "Z":
+            found.append(f"{entry.name}: {cmd[:160]}")
+    return found
+
+
 def _runs_of(instance, video: str) -> list:
     from dagster._core.storage.dagster_run import RunsFilter
 
@@ -123,6 +139,9 @@ def test_a_database_outage_in_the_middle_of_an_ingest(fixtures_dir, tmp_path, mo
         outcomes = {o.video_id: o for o in result["o"]}
         assert all(o.ok for o in outcomes.values()), "\n".join(lines)
         assert any("unreachable" in line for line in lines) and any("back after" in line for line in lines)
+        # nothing of the ingest's daemons stays behind: the code server of the daemon that died in the
+        # outage used to hang in its shutdown for good
+        assert _dagster_processes_of(data) == [], "left running after the ingest"
         with db.connect(settings.database_url) as conn:
             c = writer.counts(conn)
             per_video = dict(conn.execute("SELECT video_id, count(*) FROM segments GROUP BY video_id").fetchall())

@@ -219,8 +219,8 @@ class Transcriber:
             )
         if dropped:
             log.warning(
-                "video %s: %d of %d whisper segments (%.1f s) failed the guard after a second decoding and are "
-                "not indexed: %s", audio.meta.video_id, len(dropped), decoded, dropped_s,
+                "video %s: %d stretches (%.1f s) of %d whisper windows failed the guard after a second decoding and "
+                "are not indexed: %s", audio.meta.video_id, len(dropped), dropped_s, decoded,
                 ", ".join(f"{a:.1f}-{b:.1f} s {why}" for a, b, why in dropped[:5]) + (" ..." if len(dropped) > 5 else ""),
             )
         log.info(
@@ -260,6 +260,7 @@ class Transcriber:
             segments, _ = self._model.transcribe(
                 piece, language=language, beam_size=o.beam_size, word_timestamps=True,
                 condition_on_previous_text=False, vad_filter=False, temperature=0.0,
+                no_speech_threshold=None,  # nothing skipped unseen: the guard judges (and records) every segment
                 initial_prompt=o.initial_prompt, hotwords=o.hotwords,
             )
             for again in segments:
