@@ -221,8 +221,8 @@ class Daemon:
 
 def end_process_group(pgid: int, grace_s: float = 10.0) -> None:
     """SIGTERM to every process left in the group, SIGKILL to what is still there after `grace_s`.
-    A daemon's code server normally leaves when the daemon does (heartbeats); after a database
-    outage its shutdown can hang for good (Dagster's cleanup thread died on the outage), holding
+    A daemon's code server normally leaves when the daemon does (heartbeats); one whose daemon died
+    in a database outage was seen alive for good, its heartbeat and cleanup threads gone, holding
     its memory and socket."""
     import signal
 
