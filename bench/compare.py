@@ -56,7 +56,9 @@ def pss_bytes(pid: int) -> int:
 
 PROCESS_KINDS = (  # (what a process is, a piece of its command line), first match wins
     ("model replica", "ray::ServeReplica"), ("run", "execute_run"), ("run", "execute_step"),
-    ("code server", "api grpc"), ("daemon", "dagster-daemon"), ("ray head", "ray"),
+    # a code server starts each run in a process of its own through multiprocessing (spawn)
+    ("run", "multiprocessing.spawn"), ("run", "multiprocessing.forkserver"), ("helper", "multiprocessing.resource_tracker"),
+    ("code server", "api grpc"), ("daemon", "dagster-daemon"), ("ray head", "ray"), ("postgres", "postgres"),
 )
 
 
@@ -65,7 +67,8 @@ def process_kind(pid: int) -> str:
         cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return "other"
-    return next((kind for kind, needle in PROCESS_KINDS if needle in cmd), "other")
+    kind = next((kind for kind, needle in PROCESS_KINDS if needle in cmd), None)
+    return kind or f"other: {cmd[:60]}"
 
 
 class MemorySampler:

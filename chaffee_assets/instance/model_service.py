@@ -52,8 +52,10 @@ def head_file(settings: Settings) -> Path:
 def service_config(settings: Settings) -> ServiceConfig:
     """The replicas' configuration, from the settings (the models are warmed at start)."""
     warm = [f"whisper:{settings.whisper_model}", f"text:{settings.embedding_model}", "ecapa", "vad"]
-    if settings.whisper_language_check and settings.whisper_model.endswith(".en"):
-        warm.append(f"language:{settings.whisper_language_check}")  # other English-only folders: at first use
+    if settings.whisper_language_check:
+        warm.append(f"language:{settings.whisper_language_check}")  # loaded beside an English-only whisper only
+    if settings.diarization_method in ("hybrid", "auto"):
+        warm.append("segmentation")  # the monologue check's overlap stage
     if settings.diarization_method in ("auto", "pyannote"):
         warm.append("pyannote")
     return ServiceConfig(

@@ -39,8 +39,9 @@ class AsrOptions:
     # the guard (whisper's own thresholds): a segment compressing better than `max_compression_ratio`
     # is a repetition loop, one under `min_avg_logprob` a low-confidence stretch, one with
     # `no_speech_prob` over `max_no_speech_prob` and low confidence a hallucination over non-speech.
-    # Flagged windows are decoded again in pieces of <= 10 s cut at pauses (deterministic: no
-    # sampling); the pieces that still fail are dropped.
+    # A window flagged as a loop whose words, cut into pieces of <= 10 s, do not loop is a speaker
+    # repeating himself and kept; other flagged windows are decoded again in those pieces
+    # (deterministic: no sampling), and the pieces that still fail are dropped.
     max_compression_ratio: float = 2.4
     min_avg_logprob: float = -1.0
     max_no_speech_prob: float = 0.6

@@ -1,12 +1,13 @@
 """Speech recognition: faster-whisper's batched pipeline with VAD and word timestamps.
 
-`Transcriber` builds the CTranslate2 model once (a Dagster resource keeps one per step) and turns
+`Transcriber` builds the CTranslate2 model once (the model service keeps one per replica) and turns
 an `Audio` into a `Transcript`. Audio with no speech (silence, noise, under a second) gives an
 empty transcript, never an exception.
 """
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import logging
 import math
@@ -95,13 +96,39 @@ def compression_ratio(text: str) -> float:
 def guard_reason(segment: Any, options: AsrOptions) -> str | None:
     """Why a decoded whisper segment cannot be trusted (None: it can): a repetition loop (its text
     compresses too well; in the batched pipeline a segment is a whole window, where a speaker who
-    says one sentence twice also reaches the ratio, and `Transcriber._redecode` tells the two apart),
+    says one sentence twice also reaches the ratio: `loops_in_words`, then `Transcriber._redecode`
+    tell the two apart),
     a hallucination over non-speech, or a low-confidence stretch."""
     if compression_ratio(segment.text) > options.max_compression_ratio:
         return "loop"
     if segment.avg_logprob < options.min_avg_logprob:
         return "no_speech" if segment.no_speech_prob > options.max_no_speech_prob else "low_confidence"
     return None
+
+
+def load_whisper(model: str, runtime: ModelRuntime, workers: int = 1) -> tuple[Any, Any]:
+    """A faster-whisper model by alias or folder (`ModelNotFound` lists the known aliases), on the
+    runtime's device, with `workers` transcriptions at once; and the folder it came from."""
+    from faster_whisper import WhisperModel
+
+    path = resolve_whisper(model, runtime.cache_dir)
+    # CTranslate2's threads on CPU; 0: its default (4, more than a 2-core machine has)
+    return WhisperModel(str(path), device=runtime.device, compute_type=runtime.compute_type, cpu_threads=runtime.threads,
+                        num_workers=max(1, workers)), path
+
+
+def loops_in_words(words: Sequence[Word], start: float, end: float, options: AsrOptions) -> bool:
+    """Does the text of a window flagged as a loop also loop within the pieces a second decoding
+    would cut it into (`redecode_pieces`, by its words' own timestamps)? A decoding loop repeats
+    within seconds and does; a speaker who says one sentence again a few times over 30 s does not,
+    and needs no second decoding (each piece's words are what that decoding hears, at 0.7-1.4)."""
+    if not words:
+        return True
+    cuts = [b for _, b in redecode_pieces(start, end, [(w.start, w.end) for w in words])[:-1]]
+    texts = [""] * (len(cuts) + 1)
+    for w in words:  # each word in the piece holding its middle
+        texts[bisect.bisect_right(cuts, (w.start + w.end) / 2)] += w.text
+    return any(compression_ratio(t) > options.max_compression_ratio for t in texts)
 
 
 def clip_words(words: Sequence[Word], seconds: float) -> list[Word]:
@@ -115,22 +142,24 @@ class Transcriber:
     def __init__(self, options: AsrOptions, runtime: ModelRuntime, workers: int = 1):
         """`workers`: transcriptions that may run at once from different threads (CTranslate2's
         `num_workers`; each has `runtime.threads` CPU threads)."""
-        from faster_whisper import BatchedInferencePipeline, WhisperModel
-
         self.options = options
-        path = resolve_whisper(options.model, runtime.cache_dir)  # ModelNotFound lists the known aliases
         self.device, self.compute_type = runtime.device, runtime.compute_type
         started = time.perf_counter()
-        # CTranslate2's threads on CPU; 0: its default (4, more than a 2-core machine has)
-        self._model = WhisperModel(str(path), device=self.device, compute_type=self.compute_type, cpu_threads=runtime.threads,
-                                   num_workers=max(1, workers))
-        self._pipeline = BatchedInferencePipeline(model=self._model)
+        self._model, path = load_whisper(options.model, runtime, workers)
         self.load_seconds = time.perf_counter() - started
         self.multilingual = bool(self._model.model.is_multilingual)
         log.info(
             "loaded whisper %s (%s) on %s/%s in %.1f s",
             options.model, path, self.device, self.compute_type, self.load_seconds,
         )
+
+    def _pipeline(self) -> Any:
+        """faster-whisper's batched pipeline over the loaded model, one per transcription: it keeps
+        the last word's end between batches (`last_speech_timestamp`), which concurrent
+        transcriptions must not share."""
+        from faster_whisper import BatchedInferencePipeline
+
+        return BatchedInferencePipeline(model=self._model)
 
     def _fixed_language(self, language: str | None = None) -> str | None:
         if not self.multilingual:
@@ -172,42 +201,34 @@ class Transcriber:
             return self._empty(audio, started, "no speech found by VAD")
         language = self._fixed_language(o.language)
         detect = self.multilingual and language is None  # per 30 s window: a talk may switch language
-        segments, info = self._pipeline.transcribe(
-            wav,
-            language=language,
-            beam_size=o.beam_size,
-            batch_size=o.batch_size,
-            word_timestamps=True,
-            condition_on_previous_text=False,
-            initial_prompt=o.initial_prompt,
-            hotwords=o.hotwords,
-            multilingual=detect,
-            language_detection_segments=max(1, o.language_windows),
-            **chunking,
+        decoding = dict(beam_size=o.beam_size, batch_size=o.batch_size, word_timestamps=True, condition_on_previous_text=False,
+                        initial_prompt=o.initial_prompt, hotwords=o.hotwords, multilingual=detect)
+        pipeline = self._pipeline()
+        segments, info = pipeline.transcribe(
+            wav, language=language, language_detection_segments=max(1, o.language_windows), **decoding, **chunking,
         )
         if info.duration_after_vad <= 0:
             return self._empty(audio, started, "no speech found by VAD")
         words: list[Word] = []
-        decoded = redecoded = 0
-        dropped: list[tuple[float, float, str]] = []
+        decoded = 0
+        flagged: list[tuple[Any, Sequence[Region]]] = []
         windows: list[tuple[float, float]] = []
         for seg in segments:
             decoded += 1
             windows.append((float(seg.start), float(seg.end)))
-            reason = guard_reason(seg, o)
             seg_words = [Word(float(w.start), float(w.end), w.word, float(w.probability)) for w in (seg.words or ())]
-            if reason is not None:
-                redecoded += 1
-                spans = speech if speech is not None else [(w.start, w.end) for w in seg_words]
-                seg_words, failed = self._redecode(wav, seg, spans, o, language)
-                dropped += failed
-            words += seg_words
-        words = clip_words(words, audio.seconds)
+            reason = guard_reason(seg, o)
+            if reason is None or (reason == "loop" and not loops_in_words(seg_words, float(seg.start), float(seg.end), o)):
+                words += seg_words  # a loop only over the whole window: a speaker saying one thing again
+            else:
+                flagged.append((seg, speech if speech is not None else [(w.start, w.end) for w in seg_words]))
+        again, dropped = self._redecode(pipeline, wav, flagged, o, language or info.language, decoding)
+        words = clip_words(sorted(words + again, key=lambda w: (w.start, w.end)), audio.seconds)
         others, checked = self._other_languages(wav, windows, o, language_id)
         dropped_s = sum(b - a for a, b, _ in dropped)
         result = Transcript(audio.meta.video_id, tuple(words), replace(
             self._info(audio, started, info.language, info.language_probability, o.batch_size),
-            segments=decoded, redecoded_segments=redecoded, dropped_segments=len(dropped),
+            segments=decoded, redecoded_segments=len(flagged), dropped_segments=len(dropped),
             dropped_seconds=round(dropped_s, 3), flags=tuple(dropped), multilingual=detect,
             other_languages=others, language_checked=checked,
         ))
@@ -245,31 +266,30 @@ class Transcriber:
                 found.append((round(a, 3), language, round(float(probability), 3)))
         return tuple(found), len(picks)
 
-    def _redecode(self, wav: np.ndarray, seg: Any, spans: Sequence[Region], o: AsrOptions,
-                  language: str | None) -> tuple[list[Word], list[tuple[float, float, str]]]:
-        """A flagged window decoded again in pieces cut at pauses (`redecode_pieces`), deterministically
-        (beam search at temperature 0: no sampling, the same audio gives the same archive). The words
-        of the pieces that pass the guard, and the pieces that do not (start, end, reason)."""
-        words: list[Word] = []
+    def _redecode(self, pipeline: Any, wav: np.ndarray, flagged: Sequence[tuple[Any, Sequence[Region]]], o: AsrOptions,
+                  language: str | None, decoding: dict) -> tuple[list[Word], list[tuple[float, float, str]]]:
+        """The flagged windows decoded again in pieces cut at pauses (`redecode_pieces`), all in one
+        batched call, deterministically (the batched pipeline decodes at temperature 0 with beam
+        search and never samples: the same audio gives the same archive). The words of the pieces
+        that pass the guard, and the pieces that do not (start, end, reason)."""
+        clips: list[dict[str, float]] = []
         dropped: list[tuple[float, float, str]] = []
-        for a, b in redecode_pieces(float(seg.start), float(seg.end), spans):
-            piece = wav[int(a * SAMPLE_RATE) : int(b * SAMPLE_RATE)]
-            if piece.size < SAMPLE_RATE // 2:
-                dropped.append((round(a, 3), round(b, 3), guard_reason(seg, o) or "loop"))
-                continue
-            segments, _ = self._model.transcribe(
-                piece, language=language, beam_size=o.beam_size, word_timestamps=True,
-                condition_on_previous_text=False, vad_filter=False, temperature=0.0,
-                no_speech_threshold=None,  # nothing skipped unseen: the guard judges (and records) every segment
-                initial_prompt=o.initial_prompt, hotwords=o.hotwords,
-            )
+        for seg, spans in flagged:
+            for a, b in redecode_pieces(float(seg.start), float(seg.end), spans):
+                if b - a < 0.5:  # too short to decode alone
+                    dropped.append((round(a, 3), round(b, 3), guard_reason(seg, o) or "loop"))
+                else:
+                    clips.append({"start": a, "end": b})
+        words: list[Word] = []
+        if clips:
+            segments, _ = pipeline.transcribe(wav, language=language, vad_filter=False, clip_timestamps=clips, **decoding)
             for again in segments:
                 reason = guard_reason(again, o)
                 if reason is not None:
-                    dropped.append((round(a + float(again.start), 3), round(min(b, a + float(again.end)), 3), reason))
+                    dropped.append((round(float(again.start), 3), round(float(again.end), 3), reason))
                     continue
-                words += [Word(float(w.start) + a, float(w.end) + a, w.word, float(w.probability)) for w in (again.words or ())]
-        return words, dropped
+                words += [Word(float(w.start), float(w.end), w.word, float(w.probability)) for w in (again.words or ())]
+        return words, sorted(dropped)
 
     def _given_speech(self, speech: Sequence[Region], total: float) -> dict | None:
         clips = whisper_clips(speech, total)
@@ -292,10 +312,7 @@ class LanguageCheck:
     `detect_language`): the check of an English-only model's transcript (`AsrOptions.language_check`)."""
 
     def __init__(self, model: str, runtime: ModelRuntime):
-        from faster_whisper import WhisperModel
-
-        path = resolve_whisper(model, runtime.cache_dir)
-        self._model = WhisperModel(str(path), device=runtime.device, compute_type=runtime.compute_type, cpu_threads=runtime.threads)
+        self._model, _ = load_whisper(model, runtime)
         if not self._model.model.is_multilingual:
             raise ValueError(f"the language check needs a multilingual whisper model; {model!r} is English-only")
 

@@ -221,10 +221,28 @@ class _Progress:
             )
 
 
+def load_segmentation_model(device: str) -> tuple[Any, Any, float]:
+    """The packaged segmentation-3.0 alone, on `device`: (model, its powerset, its window in seconds)."""
+    import torch
+
+    pyannote_compat.apply()
+    from pyannote.audio import Model
+    from pyannote.audio.utils.powerset import Powerset
+
+    model = Model.from_pretrained(str(segmentation_dir()))
+    model.eval()
+    model.to(torch.device(device))
+    spec = model.specifications
+    return model, Powerset(len(spec.classes), spec.powerset_max_classes), float(spec.duration)
+
+
 class Diarizer:
     """Speaker turns of one `Audio`; the pyannote pipeline is built lazily, once per Diarizer."""
 
-    def __init__(self, options: DiarizationOptions, embedder: EcapaEmbedder):
+    def __init__(self, options: DiarizationOptions, embedder: EcapaEmbedder,
+                 segmentation: Callable[[], tuple[Any, Any, float]] | None = None):
+        """`segmentation`: gives the loaded segmentation model (the check's overlap detector), for a
+        model service that holds one for every Diarizer; None: this Diarizer loads its own at first use."""
         self.options = options
         self.embedder = embedder
         self.device = embedder.device
@@ -232,6 +250,7 @@ class Diarizer:
         self._pyannote_lock = threading.Lock()  # one call at a time on a pipeline (the service is threaded)
         self._segmentation: tuple[Any, Any, float] | None = None
         self._segmentation_lock = threading.Lock()
+        self._shared_segmentation = segmentation
 
     @property
     def pyannote_loaded(self) -> bool:
@@ -330,20 +349,12 @@ class Diarizer:
 
     def load_segmentation(self) -> tuple[Any, Any, float]:
         """The segmentation model alone (the check's overlap detector): (model, powerset, window s)."""
+        if self._shared_segmentation is not None:
+            return self._shared_segmentation()
         with self._segmentation_lock:
             if self._segmentation is None:
                 started = time.time()
-                import torch
-
-                pyannote_compat.apply()
-                from pyannote.audio import Model
-                from pyannote.audio.utils.powerset import Powerset
-
-                model = Model.from_pretrained(str(segmentation_dir()))
-                model.eval()
-                model.to(torch.device(self.device))
-                spec = model.specifications
-                self._segmentation = (model, Powerset(len(spec.classes), spec.powerset_max_classes), float(spec.duration))
+                self._segmentation = load_segmentation_model(self.device)
                 clock.record_load("segmentation", started, time.time())
         return self._segmentation
 

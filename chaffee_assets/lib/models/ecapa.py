@@ -29,7 +29,7 @@ class EcapaEmbedder:
 
         self.runtime = runtime
         self.device = runtime.device
-        self.batch_size = batch_size
+        self.batch_size = runtime.batch("ecapa", batch_size)
         self.path = ecapa_dir(runtime.cache_dir)
         started = time.perf_counter()
         self._model = EncoderClassifier.from_hparams(

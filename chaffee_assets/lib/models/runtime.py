@@ -18,6 +18,15 @@ log = logging.getLogger(__name__)
 
 _COMPUTE_TYPES = {"cuda": "float16", "cpu": "int8"}
 
+# On a CPU a large batch costs time and memory and buys nothing: the activations of many inputs at
+# once fall out of the caches, and every input is padded to the batch's longest. Measured with
+# bench/cpu_batches.py (2-core CPU, medians, seconds and peak memory growth): ECAPA, 100 windows of
+# 2 s: batch 64 32.6 s +2010 MB, 16 12.0 s +533 MB, 4 9.5 s +102 MB; minilm, 256 passages of 40-200
+# words: batch 256 26.9 s +977 MB, 16 8.6 s +109 MB. So on a CPU these models compute in batches of
+# at most these; on a GPU the configured sizes hold (batches pay there). Whisper's batched pipeline
+# is fastest at its default 8 on the CPU too (4: 1.24x the time, 1: 1.83x), and is not held.
+CPU_BATCH = {"ecapa": 4, "text": 16}
+
 
 def cuda_available() -> bool:
     import torch
@@ -58,3 +67,7 @@ class ModelRuntime:
     @property
     def on_cuda(self) -> bool:
         return self.device.startswith("cuda")
+
+    def batch(self, model: str, configured: int) -> int:
+        """The batch `model` computes in: `configured`, held to `CPU_BATCH` on a CPU."""
+        return configured if self.on_cuda or model not in CPU_BATCH else max(1, min(configured, CPU_BATCH[model]))

@@ -57,7 +57,9 @@ class ServiceConfig:
     text_batch_size: int = 256  # passages per text-embedder batch (BATCH_SIZE)
     ecapa_batch_size: int = 64  # ECAPA windows per batch, across callers
     pyannote_model: str | None = None  # a local pyannote pipeline folder; None: packaged models
-    warm: tuple[str, ...] = ()  # loaded at start: "whisper:<model>", "language:<model>", "text:<model>", "ecapa", "vad", "pyannote"
+    # loaded at start: "whisper:<model>", "language:<model>" (beside an English-only whisper listed before it),
+    # "text:<model>", "ecapa", "vad", "segmentation", "pyannote"
+    warm: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -130,9 +132,16 @@ class SpeechModels:
 
         options = replace(options, pyannote_model=options.pyannote_model or self.config.pyannote_model)
         ecapa = self.ecapa()
-        # a Diarizer holds no model until pyannote is needed: not a load of its own
+        # a Diarizer holds no model until pyannote is needed: not a load of its own; the check's
+        # segmentation model is the service's, one for every Diarizer
         with self._build_lock:
-            return self._models.setdefault(("diarizer", options), Diarizer(options, ecapa))
+            return self._models.setdefault(("diarizer", options), Diarizer(options, ecapa, self.segmentation))
+
+    def segmentation(self):
+        """segmentation-3.0 alone: the monologue check's overlapped-speech detector."""
+        from chaffee_assets.lib.models.diarize import load_segmentation_model
+
+        return self._cached(("segmentation",), lambda: load_segmentation_model(self.runtime.device))
 
     def warm(self, item: str) -> None:
         kind, _, model = item.partition(":")
@@ -140,10 +149,13 @@ class SpeechModels:
             self.whisper(model)
         elif kind == "text":
             self.text(model)
-        elif kind == "language":
-            self.language_check(model)
+        elif kind == "language":  # needed beside an English-only whisper only (known once it is loaded)
+            if any(key[0] == "whisper" and not m.multilingual for key, m in self._models.items()):
+                self.language_check(model)
         elif kind == "ecapa":
             self.ecapa()
+        elif kind == "segmentation":
+            self.segmentation()
         elif kind == "vad":
             self._cached(("silero-vad",), _silero)
         elif kind == "pyannote":
@@ -186,8 +198,10 @@ class SpeechModels:
     def transcribe(self, audio: AudioRef, options: AsrOptions) -> Served[Transcript]:
         with self._request() as c:
             transcriber, wav = self.whisper(options.model), _load(audio)
-            check = self.language_check(options.language_check) if options.language_check and not transcriber.multilingual else None
-            with clock.model_call("whisper"):
+            check = None
+            if options.language_check and not transcriber.multilingual:
+                check = _timed("language-check", self.language_check(options.language_check))
+            with clock.model_call("whisper"):  # the language check inside it is counted as its own
                 result = transcriber.transcribe(wav, audio.speech, options, check)
             return self._served(result, c)
 
@@ -248,6 +262,16 @@ def _silero():
 
 def _load(audio: AudioRef) -> Audio:
     return Audio(meta=audio.meta, waveform=read_waveform(audio.url))
+
+
+def _timed(model: str, call: Callable[[np.ndarray], Any]) -> Callable[[np.ndarray], Any]:
+    """`call`, counted as `model` time of this request."""
+
+    def timed(x: np.ndarray) -> Any:
+        with clock.model_call(model):
+            return call(x)
+
+    return timed
 
 
 def _ecapa_call(embed: EmbedFn) -> EmbedFn:

@@ -74,7 +74,7 @@ class TextEmbedder:
         self.path = path
         self.runtime = runtime
         self.device = runtime.device
-        self.batch_size = batch_size
+        self.batch_size = runtime.batch("text", batch_size)
         self.last_stats: EmbedStats | None = None
 
         t0 = time.perf_counter()
