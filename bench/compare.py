@@ -68,7 +68,7 @@ def process_kind(pid: int) -> str:
     except OSError:
         return "other"
     kind = next((kind for kind, needle in PROCESS_KINDS if needle in cmd), None)
-    return kind or f"other: {cmd[:60]}"
+    return kind or "other: " + " ".join(Path(a).name if "/" in a else a for a in cmd.split())[:60]
 
 
 class MemorySampler:
@@ -192,15 +192,17 @@ def summarize(name: str, trace: dict, launched: float, ids: list[str], peak: int
     audio = {e["partition"]: e["metadata"].get("duration_s", 0.0) for e in mats if e["asset"] == "audio"}
     finished = max(stored[i] for i in ids)
     wall = finished - launched
-    model_seconds = 0.0
+    by_model: dict[str, float] = {}
     old_loads = 0
     for e in mats:
         md = e["metadata"]
-        if isinstance(md.get("seconds_by_model"), dict):  # the earlier checkout's metadata
-            model_seconds += sum(md["seconds_by_model"].values())
-        model_seconds += sum(v for k, v in md.items() if k.startswith("seconds_") and k != "seconds_by_model"
-                             and isinstance(v, (int, float)))
+        seconds = dict(md["seconds_by_model"]) if isinstance(md.get("seconds_by_model"), dict) else {}  # the earlier checkout's
+        seconds |= {k.removeprefix("seconds_"): v for k, v in md.items()
+                    if k.startswith("seconds_") and k != "seconds_by_model" and isinstance(v, (int, float))}
+        for model, v in seconds.items():
+            by_model[model] = by_model.get(model, 0.0) + v
         old_loads += len(md.get("models_loaded") or []) if isinstance(md.get("models_loaded"), list) else 0
+    model_seconds = sum(by_model.values())
     first_step = []
     broken_fail = None
     for r in trace["runs"]:
@@ -221,6 +223,7 @@ def summarize(name: str, trace: dict, launched: float, ids: list[str], peak: int
         "peak_pss_mib": round(peak / 2**20),
         "model_seconds_per_wall_second": round(model_seconds / wall, 2),
         "broken_video_fails_in_s": round(broken_fail, 1) if broken_fail is not None else None,
+        "model_seconds_per_video": {m: round(v / len(ids), 1) for m, v in sorted(by_model.items(), key=lambda kv: -kv[1])},
     }
 
 
@@ -290,6 +293,9 @@ def print_table(rows: list[dict]) -> None:
         if r.get("peak_pss_by_kind"):
             print(f"peak memory of {r['side']}: " + ", ".join(
                 f"{k} {v['mib']} MiB ({v['processes']})" for k, v in r["peak_pss_by_kind"].items()))
+    for r in rows:
+        if r.get("model_seconds_per_video"):
+            print(f"model seconds per video of {r['side']}: " + ", ".join(f"{m} {v}" for m, v in r["model_seconds_per_video"].items()))
     by = {r["side"].split("-")[0]: r for r in rows}
     if "before" in by and "after" in by:
         b, a = by["before"], by["after"]

@@ -64,6 +64,15 @@ def test_two_callers_passages_share_one_embedder_batch(model_service, tmp_path):
     assert answers[0]["batch"]["callers"] == 2 and answers[0]["batch"]["items"] == 10
 
 
+def test_the_replica_runs_with_its_own_environment(client):
+    """The replica's process (Ray starts it) has `REPLICA_ENV`: two malloc arenas, read from the process."""
+    from chaffee_assets.lib.models.serve_app import REPLICA_ENV
+
+    pid = int(client.call("info").replica.rsplit(":", 1)[1])
+    environ = dict(e.split("=", 1) for e in open(f"/proc/{pid}/environ").read().split("\0") if "=" in e)
+    assert {k: environ.get(k) for k in REPLICA_ENV} == REPLICA_ENV
+
+
 def test_a_replica_killed_mid_request_is_asked_again_and_answers(client, tmp_path, fixtures_dir):
     from chaffee_assets.lib.types import AsrOptions, AudioRef, VideoMeta
 

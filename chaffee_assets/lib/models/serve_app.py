@@ -151,10 +151,18 @@ def _split(rows: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
     return [rows[a:b] for a, b in itertools.pairwise(bounds)]
 
 
+# The replica's process environment. glibc gives each thread that allocates an arena of its own and
+# keeps what it frees there: a replica's request threads (whisper, ECAPA and the text embedder at
+# once) held ~400 MB more at their peak than with two arenas, for the same time (4 talks served at
+# once, the packaged models: peak RSS 2.71 GB vs 2.31 GB, 100 s vs 96 s).
+REPLICA_ENV = {"MALLOC_ARENA_MAX": "2"}
+
+
 def build_app(config: ServiceConfig, replicas: int = 1, gpus_per_replica: float = 0.0,
               cpus_per_replica: float = 0.0, resources: dict[str, float] | None = None):
     """The Serve application: `replicas` copies of every model, each on its accelerator."""
-    actor: dict[str, Any] = {"num_cpus": cpus_per_replica, "num_gpus": gpus_per_replica}
+    actor: dict[str, Any] = {"num_cpus": cpus_per_replica, "num_gpus": gpus_per_replica,
+                             "runtime_env": {"env_vars": dict(REPLICA_ENV)}}
     if resources:
         actor["resources"] = dict(resources)
     deployment = serve.deployment(
