@@ -58,6 +58,7 @@ PROCESS_KINDS = (  # (what a process is, a piece of its command line), first mat
     ("model replica", "ray::ServeReplica"), ("run", "execute_run"), ("run", "execute_step"),
     # a code server starts each run in a process of its own through multiprocessing (spawn)
     ("run", "multiprocessing.spawn"), ("run", "multiprocessing.forkserver"), ("helper", "multiprocessing.resource_tracker"),
+    ("helper", "watch_orphans.py"), ("helper", "tail -F"),  # Dagster's compute-log tails of each run
     ("code server", "api grpc"), ("daemon", "dagster-daemon"), ("ray head", "ray"), ("postgres", "postgres"),
 )
 

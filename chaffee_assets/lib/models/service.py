@@ -208,7 +208,7 @@ class SpeechModels:
     def diarize(self, audio: AudioRef, options: DiarizationOptions, embed: EmbedFn | None = None) -> Served[Diarization]:
         with self._request() as c:
             diarizer = self.diarizer(options)
-            result = diarizer.diarize(_load(audio), audio.speech, _ecapa_call(embed or self.ecapa().embed))
+            result = diarizer.diarize(_load(audio), audio.speech, _timed("ecapa", embed or self.ecapa().embed))
             return self._served(result, c)
 
     def cluster_embeddings(self, audio: AudioRef, turns: Sequence[Turn], embed: EmbedFn | None = None) -> Served[dict[str, np.ndarray]]:
@@ -216,7 +216,7 @@ class SpeechModels:
         from chaffee_assets.lib.speakers import cluster_embeddings
 
         with self._request() as c:
-            out = cluster_embeddings(read_waveform(audio.url), turns, _ecapa_call(embed or self.ecapa().embed))
+            out = cluster_embeddings(read_waveform(audio.url), turns, _timed("ecapa", embed or self.ecapa().embed))
             return self._served(out, c)
 
     def clip_embedding(self, url: str, embed: EmbedFn | None = None) -> Served[np.ndarray | None]:
@@ -225,7 +225,7 @@ class SpeechModels:
 
         with self._request() as c:
             ecapa = self.ecapa()
-            caller = _Embedder(ecapa.model_id, _ecapa_call(embed or ecapa.embed))
+            caller = _Embedder(ecapa.model_id, _timed("ecapa", embed or ecapa.embed))
             return self._served(clip_embedding(read_waveform(url), caller), c)
 
     def embed_texts(self, texts: Sequence[str], model: str) -> Served[np.ndarray]:
@@ -264,24 +264,14 @@ def _load(audio: AudioRef) -> Audio:
     return Audio(meta=audio.meta, waveform=read_waveform(audio.url))
 
 
-def _timed(model: str, call: Callable[[np.ndarray], Any]) -> Callable[[np.ndarray], Any]:
-    """`call`, counted as `model` time of this request."""
+def _timed(model: str, call: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """`call` (ECAPA windows, a language check's window), counted as `model` time of this request."""
 
-    def timed(x: np.ndarray) -> Any:
+    def timed(x: Any) -> Any:
         with clock.model_call(model):
             return call(x)
 
     return timed
-
-
-def _ecapa_call(embed: EmbedFn) -> EmbedFn:
-    """ECAPA windows embedded by `embed`, counted as `ecapa` time of this request."""
-
-    def call(chunks: list[np.ndarray]) -> np.ndarray:
-        with clock.model_call("ecapa"):
-            return embed(chunks)
-
-    return call
 
 
 class _Embedder:
