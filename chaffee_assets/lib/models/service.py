@@ -57,7 +57,7 @@ class ServiceConfig:
     text_batch_size: int = 256  # passages per text-embedder batch (BATCH_SIZE)
     ecapa_batch_size: int = 64  # ECAPA windows per batch, across callers
     pyannote_model: str | None = None  # a local pyannote pipeline folder; None: packaged models
-    # loaded at start: "whisper:<model>", "language:<model>" (beside an English-only whisper listed before it),
+    # loaded at start: "whisper:<model>", "language:<model>" (loaded only beside an English-only whisper of this list),
     # "text:<model>", "ecapa", "vad", "segmentation", "pyannote"
     warm: tuple[str, ...] = ()
 
@@ -85,7 +85,7 @@ class SpeechModels:
         self.in_flight = 0
         self.loads: dict[str, float] = {}  # model -> seconds its load took
         self.started_at = time.time()
-        for item in config.warm:
+        for item in sorted(config.warm, key=lambda i: not i.startswith("whisper:")):  # whisper first: "language" asks about it
             self.warm(item)
 
     # -- models, each built once ----------------------------------------------------------------

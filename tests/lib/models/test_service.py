@@ -15,6 +15,7 @@ def _models(model_cache, *warm: str) -> SpeechModels:
 
 def test_the_language_check_is_loaded_beside_an_english_only_whisper_only(model_cache):
     assert "language-check:base" in _models(model_cache, "whisper:tiny.en", "language:base").loads
+    assert "language-check:base" in _models(model_cache, "language:base", "whisper:tiny.en").loads  # in any order
     assert "language-check:base" not in _models(model_cache, "whisper:base", "language:base").loads  # detects itself
 
 
