@@ -27,9 +27,10 @@ def server() -> Iterator[MediaServer]:
 
 @pytest.fixture
 def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """Backoff delays asked for, without waiting them out."""
+    """Backoff delays asked for, without waiting them out (only the download's own wait is
+    replaced: a global `time.sleep` patch would also record, and busy-loop, any other thread's)."""
     delays: list[float] = []
-    monkeypatch.setattr(download.time, "sleep", delays.append)
+    monkeypatch.setattr(download, "_backoff", delays.append)
     return delays
 
 
