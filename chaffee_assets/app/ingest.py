@@ -36,8 +36,9 @@ _FEED_SUFFIXES = (".rss", ".xml", ".atom")
 _CHANNEL_MARKERS = ("/@", "/channel/", "/c/", "/user/", "/playlist", "list=")
 ALL_ASSETS = ["audio", "transcript", "diarization", "speaker_labels", "segments", "embeddings", "db_rows"]
 DATABASE_PATIENCE_S = 900.0  # an outage longer than this ends the ingest with an error
-CANCEL_GRACE_S = 15.0
-RETRY_DECISION_S = 15.0  # a failed run without Dagster's retry decision yet is final after this  # a cancelled run that has not stopped by then is marked cancelled, its slots freed
+CANCEL_GRACE_S = 15.0  # a cancelled run that has not stopped by then is marked cancelled, its slots freed
+RETRY_DECISION_S = 15.0  # a failed run without Dagster's retry decision yet is final after this
+RETRY_CREATION_S = 300.0  # a run Dagster will retry whose retry has not appeared by then is final
 
 
 @dataclass
@@ -203,13 +204,17 @@ class _Follower:
             self.run_id, self.attempts, self.shown, self.failed_seen = retry, self.attempts + 1, "QUEUED", 0.0
             return
         will_retry = run.tags.get("dagster/will_retry")
-        if will_retry == "true":
-            return  # its retry is about to be created
-        if will_retry is None and status == "FAILURE":  # the tag follows the failure by a moment
+        waited = time.monotonic() - (self.failed_seen or time.monotonic())
+        if status == "FAILURE" and will_retry in (None, "true"):
             self.failed_seen = self.failed_seen or time.monotonic()
-            if time.monotonic() - self.failed_seen < RETRY_DECISION_S:
-                return
+        if will_retry == "true" and waited < RETRY_CREATION_S:
+            return  # its retry is about to be created (by the daemon's run-retry thread)
+        if will_retry is None and status == "FAILURE" and waited < RETRY_DECISION_S:
+            return  # the tag follows the failure by a moment
         error = "cancelled" if status == "CANCELED" else failure_cause(instance, self.run_id)
+        if will_retry == "true":
+            error += (f" (Dagster was to retry it, but no retry appeared in {RETRY_CREATION_S:.0f} s: "
+                      "is the dagster-daemon's run-retry thread working? see daemon.log)")
         progress(f"[{self.n}/{self.total}] {self.label}: FAILED after {seconds:.1f} s: {error}")
         self.outcome = VideoOutcome(self.label, False, seconds, error, step_seconds(instance, self.run_id), self.run_id, self.attempts)
 
@@ -237,8 +242,9 @@ def _follow(instance, followers: list[_Follower], progress, stop: threading.Even
             if time.monotonic() - checked > 10:
                 checked = time.monotonic()
                 _reap_dead_workers(instance, followers, progress)
-                if daemon.ensure(instance):  # the daemon we relied on may have gone
-                    progress("dagster-daemon restarted (the one running had stopped)")
+                why = daemon.ensure(instance)  # the daemon we relied on may have gone, or hung
+                if why:
+                    progress(f"dagster-daemon restarted ({why})")
             if outage is not None:
                 progress(f"the database is back after {time.monotonic() - outage:.0f} s")
                 outage = None
@@ -259,6 +265,9 @@ def _reap_dead_workers(instance, followers: list[_Follower], progress) -> None:
     """Runs whose worker died without anyone reporting it: failed, slots freed, so they are retried."""
     for f in followers:
         if f.outcome is None and f.shown in ("STARTING", "STARTED"):
+            run = instance.get_run_by_id(f.run_id)
+            if run is None or run.is_finished:  # already failed (by us or run monitoring): its retry is awaited
+                continue
             pid = internals.dead_worker_pid(instance, f.run_id)
             if pid is not None:
                 progress(f"[{f.n}/{f.total}] {f.label}: its run's process (pid {pid}) is gone; marking the run failed")

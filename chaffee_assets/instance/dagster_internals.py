@@ -164,6 +164,20 @@ def daemon_alive(instance, within_s: float = 60.0) -> bool:
     return beat is not None and time.time() - beat.timestamp < within_s
 
 
+# The daemon threads an ingest relies on: the queue, run monitoring, run retries (the event log consumer).
+INGEST_DAEMONS = ("QUEUED_RUN_COORDINATOR", "MONITORING", "EVENT_LOG_CONSUMER")
+HEARTBEAT_S = 30.0  # how often a working daemon thread beats (dagster's DEFAULT_HEARTBEAT_INTERVAL_SECONDS)
+
+
+def silent_daemons(instance, names: tuple[str, ...] = INGEST_DAEMONS) -> list[str]:
+    """The daemon threads among `names` that missed their last two heartbeats (or never sent one).
+    Dagster's own controller only warns about a thread silent for 30 minutes; a thread that hung in a
+    database outage would leave failed runs without their retry for that long."""
+    beats = instance.get_daemon_heartbeats()
+    now = time.time()
+    return [n for n in names if n not in beats or now - beats[n].timestamp > 2 * HEARTBEAT_S]
+
+
 def clear_orphans(instance) -> list[str]:
     """With no daemon alive, runs still marked in progress were left by a process that no longer
     exists (their code server was that daemon's, or an ingest's): marked failed, slots freed."""

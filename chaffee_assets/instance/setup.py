@@ -167,29 +167,61 @@ class Daemon:
     """The dagster-daemon a CLI ingest needs: the one running already (`chaffee dev`'s), else one
     started here in its own session for as long as the ingest follows its runs (stopped, with the
     runs it launched, at the end; its heartbeats wiped, so the next ingest does not take a stopped
-    daemon for a live one)."""
+    daemon for a live one).
 
-    def __init__(self, settings: Settings, timeout_s: float = 180.0):
-        self.settings, self.timeout_s = settings, timeout_s
+    One started here is also replaced when it hangs: its process alive but a thread the ingest
+    relies on (queue, run monitoring, run retries) silent for `hung_s` of the checks' own time. A
+    gap between checks (a database outage: nobody can beat then) starts the count again."""
+
+    def __init__(self, settings: Settings, timeout_s: float = 180.0, hung_s: float = 120.0):
+        self.settings, self.timeout_s, self.hung_s = settings, timeout_s, hung_s
         self.proc: Any = None
         self.logfile = settings.state_path / "daemon.log"
+        self._silent_since: dict[str, float] = {}
+        self._checked = 0.0
 
-    def ensure(self, instance) -> bool:
-        """Start one unless one runs (here or elsewhere); True when started now."""
+    def ensure(self, instance) -> str | None:
+        """Start one unless one runs (here or elsewhere): why it was started now, else None."""
         from chaffee_assets.instance.dagster_internals import daemon_alive
 
-        if (self.proc is not None and self.proc.poll() is None) or daemon_alive(instance):
-            return False
-        if self.proc is not None:  # ours, gone: what it started may still be there
+        if self.proc is not None and self.proc.poll() is None:
+            hung = self._hung(instance)
+            if not hung:
+                return None
+            why = f"its {', '.join(hung)} thread{'s' if len(hung) > 1 else ''} sent no heartbeat for {self.hung_s:.0f} s"
+            log.warning("dagster-daemon (pid %d): %s; replacing it", self.proc.pid, why)
+        elif daemon_alive(instance):
+            return None
+        else:
+            why = "started" if self.proc is None else "the one running had stopped"
+        if self.proc is not None:  # ours, gone or hung: what it started may still be there
             end_process_group(self.proc.pid)
+        self._start(instance)
+        return why
+
+    def _hung(self, instance) -> list[str]:
+        from chaffee_assets.instance.dagster_internals import HEARTBEAT_S, silent_daemons
+
+        now = time.monotonic()
+        if now - self._checked > HEARTBEAT_S:
+            self._silent_since.clear()
+        self._checked = now
+        silent = silent_daemons(instance)
+        self._silent_since = {n: self._silent_since.get(n, now) for n in silent}
+        return sorted(n for n, since in self._silent_since.items() if now - since >= self.hung_s)
+
+    def _start(self, instance) -> None:
         import subprocess
         import sys
+
+        from chaffee_assets.instance.dagster_internals import daemon_alive
 
         env = {**os.environ, **self.settings.to_environment(), "DAGSTER_HOME": str(self.settings.dagster_home)}
         argv = [sys.executable, "-m", "dagster._daemon", "run", "-w", str(write_workspace(self.settings))]
         with open(self.logfile, "ab") as out:
             self.proc = subprocess.Popen(["env", "--default-signal=INT,TERM", *argv], env=env, stdout=out,
                                          stderr=subprocess.STDOUT, start_new_session=True)
+        self._silent_since, self._checked = {}, 0.0
         deadline = time.monotonic() + self.timeout_s
         while not daemon_alive(instance):
             if self.proc.poll() is not None:
@@ -197,7 +229,6 @@ class Daemon:
             if time.monotonic() > deadline:
                 raise ChaffeeError(f"dagster-daemon not running after {self.timeout_s:.0f} s; see {self.logfile}")
             time.sleep(0.5)
-        return True
 
     def stop(self, instance) -> None:
         import signal
@@ -229,6 +260,7 @@ def end_process_group(pgid: int, grace_s: float = 10.0) -> None:
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(pgid, sig)
+            os.killpg(pgid, signal.SIGCONT)  # a stopped process acts on its SIGTERM only once resumed
         except (ProcessLookupError, PermissionError):
             return
         deadline = time.monotonic() + grace_s
