@@ -169,13 +169,15 @@ INGEST_DAEMONS = ("QUEUED_RUN_COORDINATOR", "MONITORING", "EVENT_LOG_CONSUMER")
 HEARTBEAT_S = 30.0  # how often a working daemon thread beats (dagster's DEFAULT_HEARTBEAT_INTERVAL_SECONDS)
 
 
-def silent_daemons(instance, names: tuple[str, ...] = INGEST_DAEMONS) -> list[str]:
-    """The daemon threads among `names` that missed their last two heartbeats (or never sent one).
-    Dagster's own controller only warns about a thread silent for 30 minutes; a thread that hung in a
-    database outage would leave failed runs without their retry for that long."""
+def silent_daemons(instance, since: float, names: tuple[str, ...] = INGEST_DAEMONS) -> list[str]:
+    """The daemon threads among `names` that beat after `since` (a time.time(): the daemon's start)
+    but missed their last two heartbeats. A thread that never beat since then is not judged: the
+    daemon may not run it (run monitoring switched off in the user's dagster.yaml). Dagster's own
+    controller only warns about a thread silent for 30 minutes; a thread that hung in a database
+    outage would leave failed runs without their retry for that long."""
     beats = instance.get_daemon_heartbeats()
     now = time.time()
-    return [n for n in names if n not in beats or now - beats[n].timestamp > 2 * HEARTBEAT_S]
+    return [n for n in names if n in beats and beats[n].timestamp >= since and now - beats[n].timestamp > 2 * HEARTBEAT_S]
 
 
 def clear_orphans(instance) -> list[str]:

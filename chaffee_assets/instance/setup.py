@@ -21,7 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from chaffee_assets.archive import db
 from chaffee_assets.instance import embedded_pg, model_service
-from chaffee_assets.instance.dagster_internals import clear_orphans
+from chaffee_assets.instance.dagster_internals import HEARTBEAT_S, clear_orphans, daemon_alive, silent_daemons
 from chaffee_assets.instance.dagster_yaml import merge_dagster_yaml
 from chaffee_assets.lib.errors import ChaffeeError
 from chaffee_assets.settings import Settings
@@ -178,17 +178,16 @@ class Daemon:
         self.proc: Any = None
         self.logfile = settings.state_path / "daemon.log"
         self._silent_since: dict[str, float] = {}
-        self._checked = 0.0
+        self._checked = self._started_at = 0.0
 
     def ensure(self, instance) -> str | None:
         """Start one unless one runs (here or elsewhere): why it was started now, else None."""
-        from chaffee_assets.instance.dagster_internals import daemon_alive
-
         if self.proc is not None and self.proc.poll() is None:
             hung = self._hung(instance)
             if not hung:
                 return None
-            why = f"its {', '.join(hung)} thread{'s' if len(hung) > 1 else ''} sent no heartbeat for {self.hung_s:.0f} s"
+            why = (f"its {', '.join(hung)} thread{'s' if len(hung) > 1 else ''} sent no heartbeat for over "
+                   f"{2 * HEARTBEAT_S + self.hung_s:.0f} s")
             log.warning("dagster-daemon (pid %d): %s; replacing it", self.proc.pid, why)
         elif daemon_alive(instance):
             return None
@@ -200,13 +199,11 @@ class Daemon:
         return why
 
     def _hung(self, instance) -> list[str]:
-        from chaffee_assets.instance.dagster_internals import HEARTBEAT_S, silent_daemons
-
         now = time.monotonic()
         if now - self._checked > HEARTBEAT_S:
             self._silent_since.clear()
         self._checked = now
-        silent = silent_daemons(instance)
+        silent = silent_daemons(instance, self._started_at)
         self._silent_since = {n: self._silent_since.get(n, now) for n in silent}
         return sorted(n for n, since in self._silent_since.items() if now - since >= self.hung_s)
 
@@ -214,14 +211,12 @@ class Daemon:
         import subprocess
         import sys
 
-        from chaffee_assets.instance.dagster_internals import daemon_alive
-
         env = {**os.environ, **self.settings.to_environment(), "DAGSTER_HOME": str(self.settings.dagster_home)}
         argv = [sys.executable, "-m", "dagster._daemon", "run", "-w", str(write_workspace(self.settings))]
         with open(self.logfile, "ab") as out:
             self.proc = subprocess.Popen(["env", "--default-signal=INT,TERM", *argv], env=env, stdout=out,
                                          stderr=subprocess.STDOUT, start_new_session=True)
-        self._silent_since, self._checked = {}, 0.0
+        self._silent_since, self._checked, self._started_at = {}, 0.0, time.time()
         deadline = time.monotonic() + self.timeout_s
         while not daemon_alive(instance):
             if self.proc.poll() is not None:
