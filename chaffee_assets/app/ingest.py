@@ -204,9 +204,9 @@ class _Follower:
             self.run_id, self.attempts, self.shown, self.failed_seen = retry, self.attempts + 1, "QUEUED", 0.0
             return
         will_retry = run.tags.get("dagster/will_retry")
-        waited = time.monotonic() - (self.failed_seen or time.monotonic())
         if status == "FAILURE" and will_retry in (None, "true"):
             self.failed_seen = self.failed_seen or time.monotonic()
+        waited = time.monotonic() - self.failed_seen if self.failed_seen else 0.0
         if will_retry == "true" and waited < RETRY_CREATION_S:
             return  # its retry is about to be created (by the daemon's run-retry thread)
         if will_retry is None and status == "FAILURE" and waited < RETRY_DECISION_S:

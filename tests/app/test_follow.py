@@ -19,14 +19,20 @@ def _failed_run(instance, **tags):
     return instance.add_run(run)
 
 
+def _followed(instance):
+    """A failed run Dagster says it will retry, a follower on it, and the lines it printed after one look."""
+    run = _failed_run(instance, **{"dagster/will_retry": "true"})
+    lines: list[str] = []
+    f = _Follower("talk", run.run_id, 1, 1)
+    f.step(instance, lines.append)
+    return run, f, lines
+
+
 def test_a_retry_dagster_promised_but_never_created_ends_the_video_instead_of_hanging(pg_server, tmp_path, monkeypatch):
     monkeypatch.setattr(ingest_mod, "RETRY_CREATION_S", 2.0)
     settings = make_settings(tmp_path, new_database(pg_server))
     with dagster_instance(pg_server, settings) as instance:
-        run = _failed_run(instance, **{"dagster/will_retry": "true"})
-        lines: list[str] = []
-        f = _Follower("talk", run.run_id, 1, 1)
-        f.step(instance, lines.append)
+        run, f, lines = _followed(instance)
         assert f.outcome is None, "gave up on the retry at once"
         time.sleep(2.2)
         f.step(instance, lines.append)
@@ -38,10 +44,7 @@ def test_a_retry_dagster_promised_but_never_created_ends_the_video_instead_of_ha
 def test_a_retry_that_appears_is_followed(pg_server, tmp_path):
     settings = make_settings(tmp_path, new_database(pg_server))
     with dagster_instance(pg_server, settings) as instance:
-        run = _failed_run(instance, **{"dagster/will_retry": "true"})
-        lines: list[str] = []
-        f = _Follower("talk", run.run_id, 1, 1)
-        f.step(instance, lines.append)
+        run, f, lines = _followed(instance)
         assert f.outcome is None
         retry = _failed_run(instance, **{"dagster/parent_run_id": run.run_id, "dagster/will_retry": "false"})
         f.step(instance, lines.append)
