@@ -38,6 +38,7 @@ ALL_ASSETS = ["audio", "transcript", "diarization", "speaker_labels", "segments"
 DATABASE_PATIENCE_S = 900.0  # an outage longer than this ends the ingest with an error
 CANCEL_GRACE_S = 15.0  # a cancelled run that has not stopped by then is marked cancelled, its slots freed
 RETRY_DECISION_S = 15.0  # a failed run without Dagster's retry decision yet is final after this
+RETRY_NUDGE_S = 30.0  # a promised retry not made (or made, not submitted) by then is made here, by Dagster's own code
 RETRY_CREATION_S = 300.0  # a run Dagster will retry whose retry has not appeared by then is final
 
 
@@ -142,12 +143,24 @@ def _submit_and_follow(settings, labels, requests, progress, stop, poll_s) -> li
     with dagster_instance(settings) as instance, running_daemon(settings, instance) as daemon:
         if daemon.proc is not None:
             progress("dagster-daemon started for this ingest (runs are queued, launched and monitored by it)")
-        with _environment(settings.to_environment()), internals.workspace_context(instance, write_workspace(settings)) as ctx:
+        workspace = write_workspace(settings)
+        with _environment(settings.to_environment()), internals.workspace_context(instance, workspace) as ctx:
             run_ids = internals.submit_runs(ctx, instance, requests)
-        followers = [_Follower(label, run_id, n, len(labels)) for n, (label, run_id) in enumerate(zip(labels, run_ids, strict=True), 1)]
+        retry_here = _retry_here(settings, instance, workspace)
+        followers = [_Follower(label, run_id, n, len(labels), retry_here=retry_here)
+                     for n, (label, run_id) in enumerate(zip(labels, run_ids, strict=True), 1)]
         for f in followers:
             progress(f"[{f.n}/{f.total}] {f.label}: queued")
         return _follow(instance, followers, progress, stop or threading.Event(), poll_s, daemon)
+
+
+def _retry_here(settings: Settings, instance, workspace: Path) -> Callable[[str], None]:
+    """Dagster's own retry of a failed run, from this process (`internals.retry_here`); its code
+    server sees the settings, as the submission's did."""
+    def retry(run_id: str) -> None:
+        with _environment(settings.to_environment()):
+            internals.retry_here(instance, workspace, run_id)
+    return retry
 
 
 @contextmanager
@@ -179,12 +192,25 @@ class _Follower:
     failed_seen: float = 0.0
     started_at: float = field(default_factory=time.time)
     outcome: VideoOutcome | None = None
+    retry_here: Callable[[str], None] | None = None  # Dagster's own run retry, from this process
+    parent: str | None = None  # the failed run this one retries
+    unsubmitted: float = 0.0  # when this retry was first seen created but not submitted
+    nudged: bool = False
 
     def step(self, instance, progress) -> None:
         run = instance.get_run_by_id(self.run_id)
         if run is None or self.outcome is not None:
             return
         status = run.status.value
+        if status == "NOT_STARTED" and self.parent is not None:
+            self.unsubmitted = self.unsubmitted or time.monotonic()
+            stuck = time.monotonic() - self.unsubmitted
+            if stuck >= RETRY_NUDGE_S:
+                self._nudge(self.parent, progress, "its retry was created but not submitted")
+            if stuck >= RETRY_CREATION_S:
+                self._fail(instance, progress, f"its retry {self.run_id} was created but not submitted in "
+                           f"{RETRY_CREATION_S:.0f} s: is the dagster-daemon working? see daemon.log")
+            return
         if status in ("STARTING", "STARTED") and self.shown == "QUEUED":
             self.shown = status
             progress(f"[{self.n}/{self.total}] {self.label}: running")
@@ -201,22 +227,43 @@ class _Follower:
         if retry is not None:
             progress(f"[{self.n}/{self.total}] {self.label}: run failed ({failure_cause(instance, self.run_id)}); "
                      f"retried (attempt {self.attempts + 1})")
-            self.run_id, self.attempts, self.shown, self.failed_seen = retry, self.attempts + 1, "QUEUED", 0.0
+            self.parent, self.run_id, self.attempts = self.run_id, retry, self.attempts + 1
+            self.shown, self.failed_seen, self.unsubmitted, self.nudged = "QUEUED", 0.0, 0.0, False
             return
         will_retry = run.tags.get("dagster/will_retry")
         if status == "FAILURE" and will_retry in (None, "true"):
             self.failed_seen = self.failed_seen or time.monotonic()
         waited = time.monotonic() - self.failed_seen if self.failed_seen else 0.0
+        if will_retry == "true" and waited >= RETRY_NUDGE_S:
+            self._nudge(self.run_id, progress, f"Dagster's retry of its failed run did not appear in {RETRY_NUDGE_S:.0f} s")
         if will_retry == "true" and waited < RETRY_CREATION_S:
-            return  # its retry is about to be created (by the daemon's run-retry thread)
+            return  # its retry is about to be created (by the daemon's run-retry thread, or here)
         if will_retry is None and status == "FAILURE" and waited < RETRY_DECISION_S:
             return  # the tag follows the failure by a moment
         error = "cancelled" if status == "CANCELED" else failure_cause(instance, self.run_id)
         if will_retry == "true":
             error += (f" (Dagster was to retry it, but no retry appeared in {RETRY_CREATION_S:.0f} s: "
                       "is the dagster-daemon's run-retry thread working? see daemon.log)")
+        self._fail(instance, progress, error)
+
+    def _fail(self, instance, progress, error: str) -> None:
+        seconds = time.time() - self.started_at
         progress(f"[{self.n}/{self.total}] {self.label}: FAILED after {seconds:.1f} s: {error}")
         self.outcome = VideoOutcome(self.label, False, seconds, error, step_seconds(instance, self.run_id), self.run_id, self.attempts)
+
+    def _nudge(self, failed_run: str, progress, why: str) -> None:
+        """Once per attempt: Dagster's own retry of `failed_run`, made here (the daemon's did not come)."""
+        if self.nudged or self.retry_here is None:
+            return
+        self.nudged = True
+        progress(f"[{self.n}/{self.total}] {self.label}: {why}; retrying it from here")
+        try:
+            self.retry_here(failed_run)
+        except Exception as e:
+            if is_database_outage(e):
+                self.nudged = False  # again once the database is back
+                raise
+            progress(f"[{self.n}/{self.total}] {self.label}: the retry from here failed ({e}); waiting for the daemon's")
 
 
 def _retry_of(instance, run) -> str | None:

@@ -134,6 +134,25 @@ def submit_runs(ctx, instance, requests: list[tuple[dict[str, str], list[str]]])
     return run_ids
 
 
+def retry_here(instance, workspace_file: Path, run_id: str) -> None:
+    """Dagster's own retry of a failed run (the function the daemon's run-retry thread calls), run
+    from this process: it creates the retry, or submits one that was created but never submitted (a
+    daemon that died between the two), and does nothing when the retry exists and was submitted.
+    For a retry Dagster promised (`dagster/will_retry=true`) that its daemon never made (seen on CI
+    after a database outage; for one, that thread's cursor on the event log starts at the log's end
+    when it has none, so a failure written before its first look is never seen)."""
+    import dagster
+    from dagster._core.workspace.context import WorkspaceProcessContext
+    from dagster._core.workspace.load_target import WorkspaceFileTarget
+    from dagster._daemon.auto_run_reexecution.auto_run_reexecution import retry_run
+
+    run = instance.get_run_by_id(run_id)
+    if run is None:
+        return
+    with WorkspaceProcessContext(instance, WorkspaceFileTarget([str(workspace_file)]), version=dagster.__version__) as wpc:
+        retry_run(run, wpc)
+
+
 def cancel_runs(instance, run_ids: list[str]) -> None:
     """Cancel what has not finished: queued runs at once, started ones through their code server."""
     from dagster._core.storage.dagster_run import DagsterRunStatus

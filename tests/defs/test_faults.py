@@ -108,8 +108,6 @@ def test_a_run_killed_while_holding_a_gpu_slot_frees_it_and_is_run_again(pg_serv
         print(f"slot freed {freed_after:.1f} s after the kill")
 
 
-@pytest.mark.xfail(strict=False, reason="KNOWN BUG, open: on CI (2 cores) the ingest sometimes still follows its runs "
-                   "20 min after the outage (2 of 3 CI runs on 2026-12-02; passes here); the cause is not found yet")
 def test_a_database_outage_in_the_middle_of_an_ingest(fixtures_dir, tmp_path, model_service):
     """Its own embedded Postgres (stopped and started again by the test); three videos."""
     from chaffee_assets.instance import embedded_pg
@@ -127,7 +125,13 @@ def test_a_database_outage_in_the_middle_of_an_ingest(fixtures_dir, tmp_path, mo
             register(settings, instance, talks)
         lines: list[str] = []
         result: dict = {}
-        thread = threading.Thread(target=lambda: result.update(o=ingest(settings, [t.video_id for t in talks], progress=lines.append)))
+
+        def progress(line: str) -> None:
+            lines.append(line)
+            print(time.strftime("%H:%M:%S"), line, flush=True)  # shown with the failure, in time order
+
+        thread = threading.Thread(  # a daemon thread: a hung ingest must not keep pytest from exiting
+            target=lambda: result.update(o=ingest(settings, [t.video_id for t in talks], progress=progress)), daemon=True)
         thread.start()
         deadline = time.time() + 300
         while time.time() < deadline and not any(": running" in line for line in lines):
@@ -136,8 +140,9 @@ def test_a_database_outage_in_the_middle_of_an_ingest(fixtures_dir, tmp_path, mo
         embedded_pg.stop(data)
         time.sleep(60.0)
         embedded_pg.start(data)
-        thread.join(timeout=1200)
-        assert not thread.is_alive(), lines[-20:]
+        thread.join(timeout=900)
+        if thread.is_alive():
+            _explain_hang(settings, thread, lines)
         outcomes = {o.video_id: o for o in result["o"]}
         assert all(o.ok for o in outcomes.values()), "\n".join(lines)
         assert any("unreachable" in line for line in lines) and any("back after" in line for line in lines)
@@ -154,6 +159,32 @@ def test_a_database_outage_in_the_middle_of_an_ingest(fixtures_dir, tmp_path, mo
         assert len(set(per_video.values())) == 1, "\n".join(f"{v} {a:.2f}-{b:.2f} {who}: {t[:60]}" for v, a, b, who, t in passages)
     finally:
         embedded_pg.stop(data)
+
+
+def _explain_hang(settings, thread, lines: list[str]) -> None:
+    """Print what a stuck ingest was waiting on (its stack, every run's state, the daemon's log)."""
+    import sys
+    import traceback
+
+    from dagster import DagsterInstance
+
+    print("--- the ingest thread")
+    print("".join(traceback.format_stack(sys._current_frames()[thread.ident])))
+    inst = DagsterInstance.from_config(str(settings.dagster_home))
+    try:
+        for run in inst.get_runs():
+            tags = {k: v for k, v in run.tags.items() if k.startswith("dagster/") and "retry" in k or k == "dagster/partition"}
+            print(f"--- run {run.run_id} {run.status.value} {tags}")
+            for e in inst.all_logs(run.run_id)[-6:]:
+                print(f"    {e.timestamp:.1f} {e.dagster_event_type or ''} {(e.message or '')[:200]}")
+    finally:
+        inst.dispose()
+    log = settings.state_path / "daemon.log"
+    print("--- daemon.log (end)\n" + (log.read_text(errors="replace")[-6000:] if log.exists() else "(none)"))
+    # KNOWN BUG, open, quarantined to this one outcome: on CI (2 cores) the ingest has twice been still
+    # following its runs 15 min after the outage (2026-12-02; never here). What it waited on is printed
+    # above; every other outcome of this test is a pass or a failure.
+    pytest.xfail(f"the ingest was still following its runs 15 min after the outage; last line: {lines[-1] if lines else None}")
 
 
 def dagster_instance_on(settings, server):
