@@ -168,21 +168,24 @@ def _explain_hang(settings, thread, lines: list[str]) -> None:
 
     from dagster import DagsterInstance
 
-    print("--- the ingest thread")
-    print("".join(traceback.format_stack(sys._current_frames()[thread.ident])))
-    inst = DagsterInstance.from_config(str(settings.dagster_home))
     try:
-        for run in inst.get_runs():
-            tags = {k: v for k, v in run.tags.items() if k.startswith("dagster/") and "retry" in k or k == "dagster/partition"}
-            print(f"--- run {run.run_id} {run.status.value} {tags}")
-            for e in inst.all_logs(run.run_id)[-6:]:
-                print(f"    {e.timestamp:.1f} {e.dagster_event_type or ''} {(e.message or '')[:200]}")
-    finally:
-        inst.dispose()
-    log = settings.state_path / "daemon.log"
-    print("--- daemon.log (end)\n" + (log.read_text(errors="replace")[-6000:] if log.exists() else "(none)"))
-    # KNOWN BUG, open, quarantined to this one outcome: on CI (2 cores) the ingest has twice been still
-    # following its runs 15 min after the outage (2026-12-02; never here). What it waited on is printed
+        print("--- the ingest thread")
+        print("".join(traceback.format_stack(sys._current_frames()[thread.ident])))
+        inst = DagsterInstance.from_config(str(settings.dagster_home))
+        try:
+            for run in inst.get_runs():
+                tags = {k: v for k, v in run.tags.items() if k.startswith("dagster/") and "retry" in k or k == "dagster/partition"}
+                print(f"--- run {run.run_id} {run.status.value} {tags}")
+                for e in inst.all_logs(run.run_id)[-6:]:
+                    print(f"    {e.timestamp:.1f} {e.dagster_event_type or ''} {(e.message or '')[:200]}")
+        finally:
+            inst.dispose()
+        log = settings.state_path / "daemon.log"
+        print("--- daemon.log (end)\n" + (log.read_text(errors="replace")[-6000:] if log.exists() else "(none)"))
+    except Exception as e:  # noqa: BLE001 - what could be read is printed; the outcome below stays
+        print(f"--- (could not read more: {e!r})")
+    # KNOWN BUG, open, quarantined to this one outcome: on CI (2 cores) the ingest was twice still
+    # following its runs 20 min after the outage (2026-12-02; never here). What it waited on is printed
     # above; every other outcome of this test is a pass or a failure.
     pytest.xfail(f"the ingest was still following its runs 15 min after the outage; last line: {lines[-1] if lines else None}")
 
