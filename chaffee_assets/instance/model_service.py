@@ -204,14 +204,20 @@ def service_address(settings: Settings) -> str:
     return settings.ray_address or address_from_file(head_file(settings))
 
 
-def _connect(address: str) -> None:
+def _connect(address: str) -> bool:
+    """This process connected to the cluster as a Ray driver; True when this call made the
+    connection. Ray has one per process: one made earlier (a ModelClient's, in the middle of its
+    calls) is its maker's to close."""
+    ray = sys.modules.get("ray")  # not imported before its environment is set (connect_driver)
+    already = ray is not None and ray.is_initialized()
     connect_driver(address)
+    return not already
 
 
-def _disconnect() -> None:
+def _disconnect(made: bool) -> None:
     import ray
 
-    if ray.is_initialized():
+    if made and ray.is_initialized():
         ray.shutdown()
 
 
@@ -232,7 +238,7 @@ def deploy(settings: Settings, timeout_s: float | None = None) -> float:
     timeout_s = timeout_s or settings.service_start_timeout_seconds
     address = service_address(settings)
     t0 = time.perf_counter()
-    _connect(address)  # first: Ray must not be imported before its environment is set
+    made = _connect(address)  # first: Ray must not be imported before its environment is set
     from ray import serve
 
     from chaffee_assets.lib.models.serve_app import build_app
@@ -245,7 +251,7 @@ def deploy(settings: Settings, timeout_s: float | None = None) -> float:
         serve._run(app, name=APP_NAME, route_prefix=None, _blocking=False)
         _wait_running(timeout_s)
     finally:
-        _disconnect()
+        _disconnect(made)
     return time.perf_counter() - t0
 
 
@@ -268,7 +274,7 @@ def _wait_running(timeout_s: float) -> None:
 def undeploy(settings: Settings) -> bool:
     """Delete the application (RAY_ADDRESS: the cluster stays); False if it was not deployed."""
     try:
-        _connect(service_address(settings))
+        made = _connect(service_address(settings))
     except (ServiceUnavailable, ConnectionError):
         return False
     from ray import serve
@@ -279,13 +285,13 @@ def undeploy(settings: Settings) -> bool:
         serve.delete(APP_NAME)
         return True
     finally:
-        _disconnect()
+        _disconnect(made)
 
 
 def status(settings: Settings, probes: int = 4) -> ServiceStatus:
     """The application's state and each replica it reaches (`probes` calls per replica)."""
     address = service_address(settings)
-    _connect(address)
+    made = _connect(address)
     from ray import serve
 
     try:
@@ -305,7 +311,7 @@ def status(settings: Settings, probes: int = 4) -> ServiceStatus:
                 replicas[info.replica] = info
         return ServiceStatus(address, str(app.status), deployments, tuple(replicas.values()), app.message)
     finally:
-        _disconnect()
+        _disconnect(made)
 
 
 def up(settings: Settings) -> tuple[str, float]:

@@ -114,6 +114,22 @@ def test_the_service_redeployed_while_a_caller_waits(client, model_service, tmp_
     assert result["r"].value and all(b > a for a, b in result["r"].value)
 
 
+def test_status_leaves_the_connection_a_client_of_this_process_made(client, model_service, tmp_path):
+    """Ray has one driver connection per process: `status` (and deploy, undeploy) in a process whose
+    ModelClient is connected closed it under the client's calls (the redeploy test above lost its
+    answer that way on CI). Now only a connection they made themselves is closed."""
+    import ray
+
+    from chaffee_assets.instance import model_service as ms
+    from chaffee_assets.settings import Settings
+
+    client.call("info")
+    assert ray.is_initialized()
+    settings = Settings(state_dir=tmp_path / "state", ray_address=model_service, device="cpu")
+    assert ms.status(settings, probes=1).replicas
+    assert ray.is_initialized()
+
+
 def test_replicas_on_the_gpu_node_serve_callers_on_the_head(tmp_path, fixtures_dir, model_cache):
     """Two Ray nodes on this machine: the head, and a "GPU box" offering the resource the replicas
     need (SERVICE_RESOURCE). The replica lands on the second node and serves a caller of the head."""
