@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 import time
 
 import dagster as dg
+
+from tests.helpers.threads import Background
 
 
 def test_upstream_still_spins_while_a_step_waits_for_a_pool_slot():
@@ -47,9 +48,7 @@ def test_a_run_waiting_for_a_gpu_slot_sleeps_and_starts_when_the_slot_is_freed(i
     storage.set_concurrency_slots("gpu", 1)
     assert storage.claim_concurrency_slot("gpu", "another-run", "transcript").is_claimed
 
-    result: dict = {}
-    thread = threading.Thread(target=lambda: result.update(r=dg.materialize([needs_the_gpu], instance=instance)))
-    thread.start()
+    run = Background(lambda: dg.materialize([needs_the_gpu], instance=instance))
     deadline = time.time() + 60
     while not storage.get_concurrency_info("gpu").pending_steps and time.time() < deadline:
         time.sleep(0.1)
@@ -57,10 +56,9 @@ def test_a_run_waiting_for_a_gpu_slot_sleeps_and_starts_when_the_slot_is_freed(i
     waiting_cpu0, t0 = time.process_time(), time.time()
     time.sleep(3.0)
     waiting_cpu = time.process_time() - waiting_cpu0
-    assert thread.is_alive() and not result  # still waiting: the slot is taken
+    assert run.is_alive()  # still waiting: the slot is taken
     # a busy loop takes a whole core (about 3 s of CPU here); sleeping between 0.5 s checks, little
     assert waiting_cpu < 0.3 * (time.time() - t0), f"{waiting_cpu:.2f} s of CPU while waiting"
 
     storage.free_concurrency_slot_for_step("another-run", "transcript")
-    thread.join(timeout=60)
-    assert result["r"].success
+    assert run.answer(timeout=60).success

@@ -14,13 +14,13 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 
 import numpy as np
 import pytest
 
 from chaffee_assets.lib.models.client import ModelClient
+from tests.helpers.threads import Background
 
 pytestmark = pytest.mark.slow
 
@@ -84,14 +84,10 @@ def test_a_replica_killed_mid_request_is_asked_again_and_answers(client, tmp_pat
     expected = client.call("transcribe", audio, AsrOptions()).value.text
     victim = client.call("info").replica
 
-    result: dict = {}
-    worker = threading.Thread(target=lambda: result.update(t=client.call("transcribe", audio, AsrOptions())))
-    worker.start()
+    worker = Background(lambda: client.call("transcribe", audio, AsrOptions()))
     time.sleep(3.0)  # well inside the transcription of 4 minutes of speech
     os.kill(int(victim.rsplit(":", 1)[1]), signal.SIGKILL)
-    worker.join(timeout=600)
-    assert not worker.is_alive()
-    answer = result["t"]
+    answer = worker.answer(timeout=600)
     assert answer.replica != victim  # a new replica answered
     assert answer.value.text == expected  # the whole transcript, nothing lost or doubled
 
@@ -104,14 +100,12 @@ def test_the_service_redeployed_while_a_caller_waits(client, model_service, tmp_
     client.call("info")  # connected, with a handle: a run that waits for its `gpu` slot
     settings = Settings(state_dir=tmp_path / "state", ray_address=model_service, device="cpu", batch_size=16)
     assert ms.undeploy(settings)
-    result: dict = {}
-    worker = threading.Thread(target=lambda: result.update(r=client.call("speech_regions", url, "svc-test")))
-    worker.start()
+    worker = Background(lambda: client.call("speech_regions", url, "svc-test"))
     time.sleep(2.0)
     assert worker.is_alive()  # asking again while the service is away
     ms.deploy(settings)
-    worker.join(timeout=300)
-    assert result["r"].value and all(b > a for a, b in result["r"].value)
+    regions = worker.answer(timeout=300).value
+    assert regions and all(b > a for a, b in regions)
 
 
 def test_status_leaves_the_connection_a_client_of_this_process_made(client, model_service, tmp_path):
