@@ -84,14 +84,19 @@ LAUNCHED_BY = "chaffee/launched_by"
 BATCH = "chaffee/batch"
 
 
-@contextmanager
-def workspace_context(instance, workspace_file: Path):
-    """The code location as the daemon loads it (the same workspace file: the same location name)."""
+def _workspace_process(instance, workspace_file: Path):
+    """Dagster's process context on the workspace file the daemon loads (the same location name)."""
     import dagster
     from dagster._core.workspace.context import WorkspaceProcessContext
     from dagster._core.workspace.load_target import WorkspaceFileTarget
 
-    with WorkspaceProcessContext(instance, WorkspaceFileTarget([str(workspace_file)]), version=dagster.__version__) as wpc:
+    return WorkspaceProcessContext(instance, WorkspaceFileTarget([str(workspace_file)]), version=dagster.__version__)
+
+
+@contextmanager
+def workspace_context(instance, workspace_file: Path):
+    """The code location as the daemon loads it (the same workspace file: the same location name)."""
+    with _workspace_process(instance, workspace_file) as wpc:
         ctx = wpc.create_request_context()
         for name, entry in ctx.get_code_location_entries().items():
             if entry.load_error:
@@ -141,15 +146,12 @@ def retry_here(instance, workspace_file: Path, run_id: str) -> None:
     For a retry Dagster promised (`dagster/will_retry=true`) that its daemon never made (seen on CI
     after a database outage; for one, that thread's cursor on the event log starts at the log's end
     when it has none, so a failure written before its first look is never seen)."""
-    import dagster
-    from dagster._core.workspace.context import WorkspaceProcessContext
-    from dagster._core.workspace.load_target import WorkspaceFileTarget
     from dagster._daemon.auto_run_reexecution.auto_run_reexecution import retry_run
 
     run = instance.get_run_by_id(run_id)
     if run is None:
         return
-    with WorkspaceProcessContext(instance, WorkspaceFileTarget([str(workspace_file)]), version=dagster.__version__) as wpc:
+    with _workspace_process(instance, workspace_file) as wpc:
         retry_run(run, wpc)
 
 

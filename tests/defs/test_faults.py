@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import threading
 import time
 
 import numpy as np
@@ -23,6 +22,7 @@ from chaffee_assets.app.ingest import ingest, register
 from chaffee_assets.archive import db, writer
 from chaffee_assets.lib.types import Source
 from tests.helpers.instances import dagster_instance, make_settings, new_database
+from tests.helpers.threads import Background
 
 pytestmark = pytest.mark.slow
 
@@ -78,9 +78,7 @@ def test_a_run_killed_while_holding_a_gpu_slot_frees_it_and_is_run_again(pg_serv
         instance.event_log_storage.set_concurrency_slots("gpu", 1)
         src = _talk(tmp_path, "long-talk", fixtures_dir, repeats=20)  # 4 minutes: seconds in the speech step
         register(settings, instance, [src])
-        result: dict = {}
-        thread = threading.Thread(target=lambda: result.update(o=ingest(settings, [src.video_id], progress=print)))
-        thread.start()
+        ingesting = Background(lambda: ingest(settings, [src.video_id], progress=print))
         deadline = time.time() + 300
         killed_at, victim = None, None
         while time.time() < deadline and killed_at is None:
@@ -99,8 +97,7 @@ def test_a_run_killed_while_holding_a_gpu_slot_frees_it_and_is_run_again(pg_serv
         freed_after = time.time() - killed_at
         assert not _claimed_by(instance, {victim}), "the dead run's slot was never freed"
         assert freed_after < 60, freed_after  # free_slots_after_run_end_seconds (10) + the monitor's poll (5)
-        thread.join(timeout=600)
-        [outcome] = result["o"]
+        [outcome] = ingesting.answer(timeout=600)
         assert outcome.ok and outcome.attempts == 2, outcome
         assert instance.get_run_by_id(victim).status.value == "FAILURE"
         with db.connect(settings.database_url) as conn:
@@ -124,15 +121,12 @@ def test_a_database_outage_in_the_middle_of_an_ingest(fixtures_dir, tmp_path, mo
         with dagster_instance_on(settings, server) as instance:
             register(settings, instance, talks)
         lines: list[str] = []
-        result: dict = {}
 
         def progress(line: str) -> None:
             lines.append(line)
             print(time.strftime("%H:%M:%S"), line, flush=True)  # shown with the failure, in time order
 
-        thread = threading.Thread(  # a daemon thread: a hung ingest must not keep pytest from exiting
-            target=lambda: result.update(o=ingest(settings, [t.video_id for t in talks], progress=progress)), daemon=True)
-        thread.start()
+        ingesting = Background(lambda: ingest(settings, [t.video_id for t in talks], progress=progress))
         deadline = time.time() + 300
         while time.time() < deadline and not any(": running" in line for line in lines):
             time.sleep(0.5)
@@ -140,10 +134,10 @@ def test_a_database_outage_in_the_middle_of_an_ingest(fixtures_dir, tmp_path, mo
         embedded_pg.stop(data)
         time.sleep(60.0)
         embedded_pg.start(data)
-        thread.join(timeout=900)
-        if thread.is_alive():
-            _explain_hang(settings, thread, lines)
-        outcomes = {o.video_id: o for o in result["o"]}
+        ingesting.thread.join(timeout=900)
+        if ingesting.is_alive():
+            _explain_hang(settings, ingesting.thread, lines)
+        outcomes = {o.video_id: o for o in ingesting.answer(timeout=0)}
         assert all(o.ok for o in outcomes.values()), "\n".join(lines)
         assert any("unreachable" in line for line in lines) and any("back after" in line for line in lines)
         # nothing of the ingest's daemons stays behind: the code server of the daemon that died in the
