@@ -4,22 +4,19 @@ the real speech the project ships (chaffee_assets/testing/data)."""
 from __future__ import annotations
 
 import os
-import signal
 from pathlib import Path
 
 import pytest
+
+from chaffee_assets.lib.signals import default_signals
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 # A suite started in the background by a shell without job control (`nohup make test &`) inherits
-# SIGINT ignored. Dagster maps SIGTERM to SIGINT's handler (dagster._utils.interrupts), so SIGTERM
-# was then ignored too, and so in every process started after: an in-process run's `tail -F` log
-# mirrors could not be stopped, and the run failed in its log capture's clean-up. The suite runs
-# with Python's own handlers however it was started.
-for _sig, _handler in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, signal.SIG_DFL)):
-    if signal.getsignal(_sig) is signal.SIG_IGN:
-        signal.signal(_sig, _handler)
+# SIGINT ignored, and Dagster then ignores SIGTERM too (chaffee_assets/lib/signals.py): an in-process
+# run's `tail -F` log mirrors could not be stopped, and the run failed in its log capture's clean-up.
+default_signals()
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from chaffee_assets.instance.setup import dagster_instance
 from chaffee_assets.lib.errors import ChaffeeError
+from chaffee_assets.lib.signals import default_signals
 from chaffee_assets.settings import Settings, get_settings
 
 
@@ -378,6 +379,7 @@ def _quiet_libraries() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    default_signals()  # started in the background (`nohup chaffee dev &`), it still stops on SIGTERM
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not args.verbose:
         _quiet_libraries()

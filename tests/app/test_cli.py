@@ -200,3 +200,43 @@ def _run_workers() -> list[int]:
             if "multiprocessing" in cmd and ("spawn_main" in cmd or "forkserver" in cmd):
                 out.append(int(entry))
     return out
+
+
+def test_a_backgrounded_dev_stops_on_sigterm(env, tmp_path):
+    """`chaffee dev &` from a script (a shell without job control starts it with SIGINT ignored):
+    once the UI answers, a SIGTERM to the command alone stops it and everything it started. Before
+    the fix `dagster dev` and its code servers ignored SIGTERM (Dagster maps it to SIGINT's handler)
+    and were still alive after it."""
+    import signal
+    import time
+    import urllib.request
+
+    from chaffee_assets.instance.setup import _live_in_group
+    from tests.helpers.processes import free_port
+
+    port = free_port()
+    with open(tmp_path / "dev.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "chaffee_assets.app.cli", "dev", "--port", str(port)], cwd=env["_CWD"],
+                                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=5).read()
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "dev.log").read_text()
+                time.sleep(1)
+        ignored = int(re.search(r"SigIgn:\s*([0-9a-f]+)", Path(f"/proc/{proc.pid}/status").read_text()).group(1), 16)
+        assert not ignored & (1 << (signal.SIGTERM - 1)), f"SIGTERM ignored: SigIgn {ignored:#x}"
+        proc.send_signal(signal.SIGTERM)  # the command only, as `kill %1` or a service manager does
+        proc.wait(timeout=60)
+        deadline = time.monotonic() + 30
+        while _live_in_group(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not _live_in_group(proc.pid), "a process `chaffee dev` started outlived it"
+    finally:
+        if proc.poll() is None or _live_in_group(proc.pid):
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
