@@ -145,10 +145,11 @@ def wait_for_log(path: Path, needle: str, timeout: float = 180) -> None:
     raise TimeoutError(f"{needle!r} not in {path} after {timeout:.0f} s")
 
 
-def run_side(name: str, checkout: Path, feed: str, ids: list[str], folder: Path, timeout: float) -> dict:
+def run_side(name: str, checkout: Path, feed: str, ids: list[str], folder: Path, timeout: float,
+             overrides: dict[str, str] | None = None) -> dict:
     state = folder / name
     state.mkdir(parents=True)
-    env = project_side.project_env(state, feed, len(ids) + 1, {})
+    env = project_side.project_env(state, feed, len(ids) + 1, overrides or {})
     # the checkout's folder is the working folder of every process: `python -m` puts it first on the path
     env.update(PYTHONPATH=str(checkout), _CWD=str(checkout), SENSOR_INTERVAL_SECONDS="30")
     cli = [sys.executable, "-m", cli_module(checkout)]
@@ -253,7 +254,12 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--sequential", action="store_true", help="also the sequential baseline")
     p.add_argument("--timeout", type=float, default=3600)
+    p.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE[,KEY=VALUE]",
+                   help="also this checkout with these settings, as a side of its own (after[NAME])")
     args = p.parse_args()
+    import throughput
+
+    variants = throughput.parse_variants(args.variant, "after")
     corpus = corpus_mod.build_corpus(corpus_mod.spec_from_args(args), args.corpus_dir, log=log)
     broken = corpus_mod.DemoItem(video_id=BROKEN, filename="no-such-talk.flac", title="A talk that is gone",
                                  upload_date=corpus.items[-1].upload_date, duration_s=600.0, size_bytes=1000)
@@ -265,10 +271,10 @@ def main() -> int:
         from chaffee_assets.testing.demo_channel import FEED_NAME, write_feed
 
         write_feed([*corpus.items, broken], feed.rsplit("/", 1)[0], corpus.folder / FEED_NAME, title="Benchmark channel")
-        sides = [("before", args.before.resolve()), ("after", REPO)]
+        sides = [("before", args.before.resolve(), {}), ("after", REPO, {}), *((n, REPO, env) for n, env in variants.items())]
         for n in range(args.repeats):
-            for name, checkout in (sides if n % 2 == 0 else sides[::-1]):
-                rows.append(run_side(f"{name}-{n + 1}", checkout, feed, ids, folder, args.timeout))
+            for name, checkout, overrides in (sides if n % 2 == 0 else sides[::-1]):
+                rows.append(run_side(f"{name}-{n + 1}", checkout, feed, ids, folder, args.timeout, overrides))
                 log(json.dumps(rows[-1]))
         if args.sequential:
             write_feed(corpus.items, feed.rsplit("/", 1)[0], corpus.folder / FEED_NAME, title="Benchmark channel")
@@ -297,11 +303,12 @@ def print_table(rows: list[dict]) -> None:
     for r in rows:
         if r.get("model_seconds_per_video"):
             print(f"model seconds per video of {r['side']}: " + ", ".join(f"{m} {v}" for m, v in r["model_seconds_per_video"].items()))
-    by = {r["side"].split("-")[0]: r for r in rows}
-    if "before" in by and "after" in by:
-        b, a = by["before"], by["after"]
-        print(f"\nthroughput after/before: {a['audio_h_per_h'] / b['audio_h_per_h']:.2f}x; "
-              f"peak memory after/before: {a['peak_pss_mib'] / max(1, b['peak_pss_mib']):.2f}x")
+    by = {r["side"].rsplit("-", 1)[0]: r for r in rows}
+    b = by.get("before")
+    for side, a in by.items():
+        if b is not None and side.startswith("after"):
+            print(f"throughput {side}/before: {a['audio_h_per_h'] / b['audio_h_per_h']:.2f}x; "
+                  f"peak memory {side}/before: {a['peak_pss_mib'] / max(1, b['peak_pss_mib']):.2f}x")
 
 
 if __name__ == "__main__":

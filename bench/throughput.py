@@ -179,6 +179,15 @@ def parse_env(pairs: list[str]) -> dict[str, str]:
     return out
 
 
+def parse_variants(specs: list[str], prefix: str) -> dict[str, dict[str, str]]:
+    """`NAME:KEY=VALUE[,KEY=VALUE]` each -> {"PREFIX[NAME]": {KEY: VALUE, …}}."""
+    out = {}
+    for v in specs:
+        name, _, pairs = v.partition(":")
+        out[f"{prefix}[{name}]"] = parse_env([x for x in pairs.split(",") if x])
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     corpus_mod.add_corpus_arguments(p)
@@ -206,12 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         return report_from_traces(args.from_traces)
 
     overrides = parse_env(args.project_env)
-    variants = {"project": {}}
-    if args.variant:
-        variants = {}
-        for v in args.variant:
-            name, _, pairs = v.partition(":")
-            variants[f"project[{name}]"] = parse_env([x for x in pairs.split(",") if x])
+    variants = parse_variants(args.variant, "project") or {"project": {}}
     stamp = time.strftime("%Y%m%d-%H%M%S") + (f"-{args.label}" if args.label else "")
     work = OUT / f"throughput-{stamp}"
     work.mkdir(parents=True, exist_ok=True)
