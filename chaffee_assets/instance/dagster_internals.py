@@ -23,10 +23,23 @@ that had a slot computed: the waiting runs took the CPU from the model they were
 `fix_pool_wait_busy_loop` makes the interval the time to the next pending claim check (the event
 log storage's poll, `instance/event_log.py`), as the method's name says. It checks the behaviour first and
 changes nothing once Dagster returns a positive interval itself.
+
+**A code server keeps reporting runs whose process died after a database outage.**
+
+A code server (`dagster._grpc.server.DagsterApiServer`) reports a run whose process ended without
+finishing it from one thread, `_cleanup_thread`, which calls `_check_for_orphaned_runs` every
+0.5 s with no guard: the check reads the run from the instance, so while the database is away it
+raises, and the exception ends the thread for the life of the server. A run whose process died in
+the outage (or at any time after it) then stays STARTING or STARTED: one caught STARTING waited
+for run monitoring's start timeout (180 s) before it was retried, in the outage test and the
+benchmark's. `guard_orphan_check` makes an error in one check a logged warning; the run stays in
+the server's list (Dagster removes it only after a successful report), so the next check reports it
+once the database is back.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from contextlib import contextmanager
@@ -69,13 +82,74 @@ def fix_pool_wait_busy_loop() -> bool:
     return True
 
 
+class _Stopped:
+    """A stand-in for the server's termination event: set by the probe's second check."""
+
+    def __init__(self) -> None:
+        self.flag = False
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self.flag
+
+    def is_set(self) -> bool:
+        return self.flag
+
+
+def orphan_check_dies_on_an_error(cls) -> bool:
+    """Whether `cls._cleanup_thread` ends when one orphan check raises (it calls the check again
+    otherwise; the probe's second check stops it). Instant: the probe's event never waits."""
+
+    class Probe:
+        def __init__(self) -> None:
+            self._server_termination_event = _Stopped()
+            self.checks = 0
+
+        def _check_for_orphaned_runs(self) -> None:
+            self.checks += 1
+            if self.checks == 1:
+                raise ConnectionError("the database is away (the probe)")
+            self._server_termination_event.flag = True
+
+    try:
+        cls._cleanup_thread(Probe())
+    except ConnectionError:
+        return True
+    return False
+
+
+def _guarded(check):
+    @functools.wraps(check)
+    def guarded_check(self) -> None:
+        try:
+            check(self)
+        except Exception as e:  # noqa: BLE001 - the next check, 0.5 s later, tries again
+            self._logger.warning("could not check for runs whose process ended (%s: %s); trying again", type(e).__name__, e)
+
+    guarded_check.chaffee_guarded = True
+    return guarded_check
+
+
+def guard_orphan_check() -> bool:
+    """Guard the code server's orphan check when an error in it ends its thread; True when guarded
+    (now or before)."""
+    from dagster._grpc.server import DagsterApiServer
+
+    if getattr(DagsterApiServer._check_for_orphaned_runs, "chaffee_guarded", False):
+        return True
+    if not orphan_check_dies_on_an_error(DagsterApiServer):
+        return False
+    DagsterApiServer._check_for_orphaned_runs = _guarded(DagsterApiServer._check_for_orphaned_runs)
+    log.debug("dagster: a code server's orphaned-run check survives a database outage")
+    return True
+
+
 def apply() -> dict[str, bool]:
     """Apply every patch Dagster still needs here; {patch: applied}. Idempotent."""
     import dagster
 
     if dagster.__version__ != TESTED_WITH:
         log.info("dagster %s (patches tested with %s): each patch checks its behaviour first", dagster.__version__, TESTED_WITH)
-    return {"pool_wait_busy_loop": fix_pool_wait_busy_loop()}
+    return {"pool_wait_busy_loop": fix_pool_wait_busy_loop(), "orphan_check_outage": guard_orphan_check()}
 
 
 # -- runs submitted to the queue --------------------------------------------------------------------

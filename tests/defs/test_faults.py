@@ -9,6 +9,7 @@ run retries, the model service, the embedded Postgres.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -151,6 +152,51 @@ def test_a_database_outage_in_the_middle_of_an_ingest(fixtures_dir, tmp_path, mo
         assert c["vectors"]["all-MiniLM-L6-v2"] == c["segments"] == sum(per_video.values())
         # the same talk three times: the same passages, none doubled
         assert len(set(per_video.values())) == 1, "\n".join(f"{v} {a:.2f}-{b:.2f} {who}: {t[:60]}" for v, a, b, who, t in passages)
+    finally:
+        embedded_pg.stop(data)
+
+
+def test_a_run_that_dies_while_the_database_is_away_is_reported_by_its_code_server(fixtures_dir, tmp_path, model_service):
+    """A run launched through its code server (as the daemon launches it; no daemon, no ingest: no
+    one else would notice) is killed while the database is stopped; once the database is back the
+    code server marks it failed. Unpatched Dagster never does: the outage ended the server's check."""
+    from chaffee_assets.app import ingest as ingest_mod
+    from chaffee_assets.instance import dagster_internals as internals
+    from chaffee_assets.instance import embedded_pg
+    from chaffee_assets.instance.setup import write_workspace
+
+    data = tmp_path / "pgdata"
+    server = embedded_pg.start(data)
+    try:
+        for name in ("chaffee", "dagster"):
+            db.ensure_database(server.url(), name)
+        db.migrate(server.url("chaffee"))
+        settings = make_settings(tmp_path, server.url("chaffee"), ray_address=model_service,
+                                 dagster_database_url=server.url("dagster"))
+        talk = _talk(tmp_path, "talk", fixtures_dir, repeats=6)
+        with dagster_instance_on(settings, server) as instance:
+            register(settings, instance, [talk])
+            with ingest_mod._environment(settings.to_environment()), \
+                    internals.workspace_context(instance, write_workspace(settings)) as ctx:
+                [run_id] = internals.submit_runs(ctx, instance, [({"dagster/partition": talk.video_id}, ingest_mod.ALL_ASSETS)])
+                instance.launch_run(run_id, ctx)  # what the daemon's queue does
+                deadline = time.time() + 120
+                while (pid := _worker_pid(instance, run_id)) is None and time.time() < deadline:
+                    time.sleep(0.2)
+                assert pid is not None, "the run never started"
+                embedded_pg.stop(data)
+                with contextlib.suppress(ProcessLookupError):  # it may have died of the outage already
+                    os.kill(pid, signal.SIGKILL)
+                time.sleep(15.0)  # longer than dagster-postgres retries a connection (~6 s): the check raises
+                embedded_pg.start(data)
+                back = time.time()
+                deadline = back + 30
+                while not (run := instance.get_run_by_id(run_id)).is_finished and time.time() < deadline:
+                    time.sleep(0.5)
+                assert run.status.value == "FAILURE", f"still {run.status.value} 30 s after the database came back"
+                crash = [e.message for e in instance.all_logs(run_id) if "Run execution process" in (e.message or "")]
+                assert crash, "failed by someone other than its code server"
+                print(f"marked failed by its code server {time.time() - back:.1f} s after the database came back")
     finally:
         embedded_pg.stop(data)
 

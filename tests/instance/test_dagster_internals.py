@@ -22,15 +22,55 @@ def test_upstream_still_spins_while_a_step_waits_for_a_pool_slot():
     assert out[-1] == "True"
 
 
+def test_upstream_still_ends_a_code_servers_orphan_check_on_an_error():
+    """If this fails, Dagster's cleanup thread survives an error in a check: remove `guard_orphan_check`."""
+    from dagster._grpc.server import DagsterApiServer
+
+    from chaffee_assets.instance.dagster_internals import orphan_check_dies_on_an_error
+
+    assert orphan_check_dies_on_an_error(DagsterApiServer)
+
+
 def test_loading_the_code_location_applies_the_patches():
     code = (
         "import chaffee_assets.definitions\n"
         "from dagster._core.execution.plan.instance_concurrency_context import InstanceConcurrencyContext as C\n"
+        "from dagster._grpc.server import DagsterApiServer as S\n"
         "from chaffee_assets.instance.dagster_internals import interval_is_broken\n"
-        "print(interval_is_broken(C))"
+        "print(interval_is_broken(C), getattr(S._check_for_orphaned_runs, 'chaffee_guarded', False))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert out[-1] == "False"
+    assert out[-2:] == ["False", "True"]
+
+
+def test_a_guarded_orphan_check_logs_an_error_and_checks_again(caplog):
+    """The patched check, driven by Dagster's own cleanup loop: the first check fails (the database
+    away), the loop goes on, the second check runs."""
+    import logging
+
+    from dagster._grpc.server import DagsterApiServer
+
+    from chaffee_assets.instance import dagster_internals
+
+    assert dagster_internals.guard_orphan_check()
+    checks = []
+
+    class Server:
+        _logger = logging.getLogger("probe.code_server")
+        _server_termination_event = dagster_internals._Stopped()
+
+        def checked(self) -> None:
+            checks.append(time.time())
+            if len(checks) == 1:
+                raise ConnectionError("connection refused")
+            self._server_termination_event.flag = True
+
+        _check_for_orphaned_runs = dagster_internals._guarded(checked)
+
+    with caplog.at_level(logging.WARNING, logger="probe.code_server"):
+        DagsterApiServer._cleanup_thread(Server())
+    assert len(checks) == 2
+    assert "ConnectionError: connection refused" in caplog.text and "trying again" in caplog.text
 
 
 def test_a_run_waiting_for_a_gpu_slot_sleeps_and_starts_when_the_slot_is_freed(instance):
@@ -38,7 +78,7 @@ def test_a_run_waiting_for_a_gpu_slot_sleeps_and_starts_when_the_slot_is_freed(i
     sleeps between claim checks."""
     from chaffee_assets.instance import dagster_internals
 
-    assert dagster_internals.apply() == {"pool_wait_busy_loop": True}
+    assert dagster_internals.apply()["pool_wait_busy_loop"]
 
     @dg.asset(pool="gpu")
     def needs_the_gpu() -> int:
