@@ -106,6 +106,14 @@ def test_a_run_killed_while_holding_a_gpu_slot_frees_it_and_is_run_again(pg_serv
         print(f"slot freed {freed_after:.1f} s after the kill")
 
 
+def _settings_on_own_server(tmp_path, server, model_service):
+    """The archive and Dagster's storage on a test's own embedded Postgres (which the test stops)."""
+    for name in ("chaffee", "dagster"):
+        db.ensure_database(server.url(), name)
+    db.migrate(server.url("chaffee"))
+    return make_settings(tmp_path, server.url("chaffee"), ray_address=model_service, dagster_database_url=server.url("dagster"))
+
+
 def test_a_database_outage_in_the_middle_of_an_ingest(fixtures_dir, tmp_path, model_service):
     """Its own embedded Postgres (stopped and started again by the test); three videos."""
     from chaffee_assets.instance import embedded_pg
@@ -113,11 +121,7 @@ def test_a_database_outage_in_the_middle_of_an_ingest(fixtures_dir, tmp_path, mo
     data = tmp_path / "pgdata"
     server = embedded_pg.start(data)
     try:
-        for name in ("chaffee", "dagster"):
-            db.ensure_database(server.url(), name)
-        db.migrate(server.url("chaffee"))
-        settings = make_settings(tmp_path, server.url("chaffee"), ray_address=model_service,
-                                 dagster_database_url=server.url("dagster"))
+        settings = _settings_on_own_server(tmp_path, server, model_service)
         talks = [_talk(tmp_path, f"talk-{i}", fixtures_dir, repeats=6) for i in range(3)]
         with dagster_instance_on(settings, server) as instance:
             register(settings, instance, talks)
@@ -168,11 +172,7 @@ def test_a_run_that_dies_while_the_database_is_away_is_reported_by_its_code_serv
     data = tmp_path / "pgdata"
     server = embedded_pg.start(data)
     try:
-        for name in ("chaffee", "dagster"):
-            db.ensure_database(server.url(), name)
-        db.migrate(server.url("chaffee"))
-        settings = make_settings(tmp_path, server.url("chaffee"), ray_address=model_service,
-                                 dagster_database_url=server.url("dagster"))
+        settings = _settings_on_own_server(tmp_path, server, model_service)
         talk = _talk(tmp_path, "talk", fixtures_dir, repeats=6)
         with dagster_instance_on(settings, server) as instance:
             register(settings, instance, [talk])
@@ -187,7 +187,7 @@ def test_a_run_that_dies_while_the_database_is_away_is_reported_by_its_code_serv
                 embedded_pg.stop(data)
                 with contextlib.suppress(ProcessLookupError):  # it may have died of the outage already
                     os.kill(pid, signal.SIGKILL)
-                time.sleep(15.0)  # longer than dagster-postgres retries a connection (~6 s): the check raises
+                time.sleep(20.0)  # longer than dagster-postgres retries a connection (~11 s): the check raises
                 embedded_pg.start(data)
                 back = time.time()
                 deadline = back + 30
