@@ -46,6 +46,15 @@ def _worker_pid(instance, run_id: str) -> int | None:
     return None
 
 
+def _running(pid: int) -> bool:
+    """Whether the process exists and is not a zombie (a run's process is its code server's child)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def _claimed_by(instance, run_ids: set[str]) -> list[str]:
     info = instance.event_log_storage.get_concurrency_info("gpu")
     return [s.run_id for s in info.claimed_slots if s.run_id in run_ids]
@@ -197,6 +206,63 @@ def test_a_run_that_dies_while_the_database_is_away_is_reported_by_its_code_serv
                 crash = [e.message for e in instance.all_logs(run_id) if "Run execution process" in (e.message or "")]
                 assert crash, "failed by someone other than its code server"
                 print(f"marked failed by its code server {time.time() - back:.1f} s after the database came back")
+    finally:
+        embedded_pg.stop(data)
+
+
+def test_a_launch_cut_short_by_a_database_outage_is_made_again_once_it_is_back(fixtures_dir, tmp_path, model_service):
+    """The daemon's queue marks a run STARTING, then the database goes away while the launcher
+    works: Dagster's launcher fails, nobody can record it, and the run stayed STARTING with no
+    process until the 180 s start timeout. The project's launcher waits and launches it again."""
+    from dagster._core.events import DagsterEvent, DagsterEventType
+    from dagster._core.launcher import LaunchRunContext
+
+    from chaffee_assets.app import ingest as ingest_mod
+    from chaffee_assets.instance import dagster_internals as internals
+    from chaffee_assets.instance import embedded_pg
+    from chaffee_assets.instance.launcher import PatientRunLauncher
+    from chaffee_assets.instance.setup import write_workspace
+
+    data = tmp_path / "pgdata"
+    server = embedded_pg.start(data)
+    try:
+        settings = _settings_on_own_server(tmp_path, server, model_service)
+        talk = _talk(tmp_path, "talk", fixtures_dir, repeats=3)
+        with dagster_instance_on(settings, server) as instance:
+            assert isinstance(instance.run_launcher, PatientRunLauncher)  # what `chaffee up` configures
+            register(settings, instance, [talk])
+            with ingest_mod._environment(settings.to_environment()), \
+                    internals.workspace_context(instance, write_workspace(settings)) as ctx:
+                [run_id] = internals.submit_runs(ctx, instance, [({"dagster/partition": talk.video_id}, ingest_mod.ALL_ASSETS)])
+                run = instance.get_run_by_id(run_id)
+                # the daemon's queue (QueuedRunCoordinatorDaemon._dequeue_run): STARTING, then the launcher
+                instance.report_dagster_event(DagsterEvent(DagsterEventType.PIPELINE_STARTING.value, job_name=run.job_name), run_id=run_id)
+                run = instance.get_run_by_id(run_id)
+                embedded_pg.stop(data)
+                launching = Background(lambda: instance.run_launcher.launch_run(LaunchRunContext(dagster_run=run, workspace=ctx)))
+                time.sleep(20.0)  # longer than dagster-postgres retries a connection (~11 s): the launch fails
+                assert launching.is_alive(), "the launch gave up while the database was away"
+                embedded_pg.start(data)
+                back = time.time()
+                launching.answer(timeout=120)  # Dagster's own launcher raises the outage's error here
+                launched_after = time.time() - back
+                deadline = time.time() + 240
+                while not (run := instance.get_run_by_id(run_id)).is_finished and time.time() < deadline:
+                    time.sleep(0.5)
+                assert run.status.value == "SUCCESS", f"{run.status.value} 240 s after the database came back"
+                again = [e.message for e in instance.all_logs(run_id) if "launching again" in (e.message or "")]
+                assert len(again) == 1, again
+                # its code server forgets the run once its process has ended and it could say so in the
+                # database: stopping the database before then would leave that server waiting for good
+                pid = _worker_pid(instance, run_id)
+                assert pid is not None
+                deadline = time.time() + 60
+                while _running(pid) and time.time() < deadline:
+                    time.sleep(0.2)
+                time.sleep(1.0)  # the server's check runs every 0.5 s
+        with db.connect(settings.database_url) as conn:
+            assert writer.counts(conn)["videos"] == 1
+        print(f"launched again {launched_after:.1f} s after the database came back")
     finally:
         embedded_pg.stop(data)
 

@@ -19,6 +19,7 @@ def test_a_new_instance_gets_monitoring_retries_and_the_project_storage(settings
     assert cfg["concurrency"]["runs"]["max_concurrent_runs"] == settings.download_workers
     assert cfg["run_monitoring"]["enabled"] and cfg["run_monitoring"]["free_slots_after_run_end_seconds"] > 0
     assert cfg["run_retries"] == {"enabled": True, "max_retries": 2, "retry_on_asset_or_op_failure": False}
+    assert cfg["run_launcher"] == {"module": "chaffee_assets.instance.launcher", "class": "PatientRunLauncher"}
     assert stat.S_IMODE(path.stat().st_mode) == 0o600  # it may hold a database password
     assert stat.S_IMODE(settings.dagster_home.stat().st_mode) & 0o066 == 0  # nobody else reads or writes
 
@@ -27,10 +28,12 @@ def test_a_users_keys_survive_a_second_chaffee_up(settings):
     path = write_dagster_yaml(settings, "postgresql://u@/dagster?host=/tmp")
     text = path.read_text()
     text = text.replace("max_retries: 2", "max_retries: 5")  # a default changed
-    text += (
-        "\n# my launcher\nrun_launcher:\n  module: dagster_docker\n  class: DockerRunLauncher\n"
+    ours = "run_launcher:\n  module: chaffee_assets.instance.launcher\n  class: PatientRunLauncher\n"
+    assert ours in text
+    text = text.replace(ours, (  # the launcher swapped for another, as the file's comment suggests
+        "# my launcher\nrun_launcher:\n  module: dagster_docker\n  class: DockerRunLauncher\n"
         "  config:\n    network: talks\n"
-    )
+    ))
     path.write_text(text)
     again = settings.model_copy(update={"download_workers": 7})
     write_dagster_yaml(again, "postgresql://u@/dagster2?host=/tmp")
