@@ -51,7 +51,16 @@ def merge_dagster_yaml(current: str | None, settings: Settings, dagster_url: str
     if current is None or not current.strip():
         return project_text
     yaml = _yaml()
-    project, mine = yaml.load(project_text), yaml.load(current)
+    from ruamel.yaml import YAMLError
+
+    project = yaml.load(project_text)
+    try:
+        mine = yaml.load(current)
+    except YAMLError as e:  # a key twice (a second run_launcher), a bad indent: where, in the user's terms
+        where = getattr(e, "problem_mark", None)
+        line = f" (line {where.line + 1})" if where is not None else ""
+        problem = getattr(e, "problem", None) or str(e).strip().splitlines()[0]
+        raise ChaffeeError(f"DAGSTER_HOME/dagster.yaml cannot be read{line}: {problem}; fix it, or move it away and run `chaffee up`") from e
     if not isinstance(mine, dict):
         raise ChaffeeError("DAGSTER_HOME/dagster.yaml is not a YAML mapping: fix it, or move it away and run `chaffee up`")
     for path in OWNED:

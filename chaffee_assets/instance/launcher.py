@@ -10,10 +10,17 @@ run retries start it again. Seen in the outage test: two of three runs caught st
 full 180 s after the database was already back.
 
 `PatientRunLauncher` is `DefaultRunLauncher` with one change: a launch that failed because the
-database could not be reached waits for it to answer again and launches once more, if the run is
-still STARTING and no process of it ever began. It waits at most until shortly before the start
-timeout (which takes over from there, as before); any other failure is raised at once, as Dagster
-raises it.
+database could not be reached waits for it to answer again, then decides (`after_outage`):
+
+- the run is still STARTING, no process of it wrote a word, and its code server does not hold it
+  (a start that only timed out on the caller's side may still be going on there): it is marked
+  STARTING again, which gives it a whole start timeout, and launched once more;
+- a process of it began, or its code server holds it, or it is past STARTING: the launch did happen
+  or someone else has it; nothing is done;
+- the start timeout is near (within `HANDOVER_S`), or the database or the code server cannot be
+  asked: the launch's own error is raised, and the daemon fails the run, which run retries start again.
+
+Any failure that is not the database is raised at once, as Dagster raises it.
 
 Used through DAGSTER_HOME/dagster.yaml (`run_launcher`, written by `chaffee up`); a run launcher of
 your own there (Docker, Kubernetes) replaces it and leaves these cases to the start timeout.
@@ -22,32 +29,49 @@ your own there (Docker, Kubernetes) replaces it and leaves these cases to the st
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Mapping
-from typing import Any
 
 from dagster import DagsterRunStatus, DefaultRunLauncher
-from dagster._core.events import EngineEventData
+from dagster._core.events import DagsterEvent, DagsterEventType
 from dagster._core.launcher import LaunchRunContext
-from dagster._serdes import ConfigurableClassData
 
 from chaffee_assets.lib.errors import is_database_outage
 
 log = logging.getLogger(__name__)
 
 NO_MONITORING_PATIENCE_S = 300.0  # how long a launch waits for the database when no start timeout takes over
-HANDOVER_S = 15.0  # stop waiting this long before the start timeout, so that one of the two acts
+HANDOVER_S = 15.0  # nearer the start timeout than this, a launch is left to it
 POLL_S = 1.0
 STARTED_PROCESS = "Started process for run"  # the first event a run's process writes (dagster._grpc.impl)
 
+LAUNCH, LAUNCHED, GIVE_UP = "launch again", "launched", "give up"
+
+
+def after_outage(status: DagsterRunStatus | None, process_began: bool, held_by_server: bool | None,
+                 starting_for_s: float, patience_s: float) -> str:
+    """What a launch cut short by an outage does once the database answers again. `held_by_server`:
+    whether the run's code server lists it among its runs (None: the server could not be asked)."""
+    if status is None:
+        return GIVE_UP
+    if status != DagsterRunStatus.STARTING or process_began or held_by_server:
+        return LAUNCHED
+    if held_by_server is None or starting_for_s >= patience_s:
+        return GIVE_UP
+    return LAUNCH
+
 
 class PatientRunLauncher(DefaultRunLauncher):
-    @classmethod
-    def from_config_value(cls, inst_data: ConfigurableClassData, config_value: Mapping[str, Any]) -> PatientRunLauncher:
-        return cls(inst_data=inst_data)
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._closing = threading.Event()
+
+    def dispose(self) -> None:
+        self._closing.set()  # a launch waiting for the database stops waiting
+        super().dispose()
 
     def launch_run(self, context: LaunchRunContext) -> None:
-        began = time.monotonic()
+        began = time.time()  # the daemon marked the run STARTING just before
         try:
             super().launch_run(context)
             return
@@ -58,15 +82,23 @@ class PatientRunLauncher(DefaultRunLauncher):
         run_id = context.dagster_run.run_id
         log.warning("run %s: its launch was cut short by a database outage; waiting for the database", run_id)
         run = self._run_once_reachable(run_id, began + self._patience_s())
-        if run is None or run.status != DagsterRunStatus.STARTING or self._a_process_began(run_id):
-            raise cut  # given up, or someone else has it now: the daemon's own handling from here
-        waited = time.monotonic() - began
-        self._instance.report_engine_event(
-            f"The launch was cut short by a database outage; launching again now that it is back ({waited:.0f} s later).",
-            run, EngineEventData(),
-        )
-        log.warning("run %s: the database is back after %.0f s; launching it again", run_id, waited)
-        super().launch_run(LaunchRunContext(dagster_run=run, workspace=context.workspace))
+        if run is None:
+            raise cut
+        instance = self._instance
+        starting_since = instance.get_run_stats(run_id).launch_time or began
+        decision = after_outage(run.status, self._a_process_began(run_id), self._held_by_server(context),
+                                time.time() - starting_since, self._patience_s())
+        log.warning("run %s: the database is back after %.0f s; %s", run_id, time.time() - began, decision)
+        if decision == GIVE_UP:
+            raise cut
+        if decision == LAUNCHED:
+            return
+        instance.report_dagster_event(  # a new launch time: the start timeout counts from here
+            DagsterEvent(DagsterEventType.PIPELINE_STARTING.value, job_name=run.job_name), run_id=run_id)
+        instance.report_engine_event(
+            f"The launch was cut short by a database outage; launching again now that it is back "
+            f"({time.time() - began:.0f} s later).", run)
+        super().launch_run(LaunchRunContext(dagster_run=instance.get_run_by_id(run_id), workspace=context.workspace))
 
     def _patience_s(self) -> float:
         instance = self._instance
@@ -75,18 +107,36 @@ class PatientRunLauncher(DefaultRunLauncher):
         return NO_MONITORING_PATIENCE_S
 
     def _run_once_reachable(self, run_id: str, deadline: float):
-        """The run, read again as soon as the database answers; None when it did not by `deadline`
-        (each attempt takes dagster-postgres's own connection retries, ~11 s, when it is away)."""
-        while True:
+        """The run, read again as soon as the database answers; None when it did not by `deadline`,
+        on another error, or when the instance is closing (each attempt takes dagster-postgres's own
+        connection retries, ~11 s, while the database is away)."""
+        while not self._closing.is_set():
             try:
                 return self._instance.get_run_by_id(run_id)
             except Exception as e:
-                if not is_database_outage(e) or time.monotonic() >= deadline:
+                if not is_database_outage(e) or time.time() >= deadline:
                     return None
-            time.sleep(POLL_S)
+            self._closing.wait(POLL_S)
+        return None
 
     def _a_process_began(self, run_id: str) -> bool:
         return any(STARTED_PROCESS in (entry.message or "") for entry in self._instance.all_logs(run_id))
+
+    @staticmethod
+    def _held_by_server(context: LaunchRunContext) -> bool | None:
+        """Whether the run's code server has the run (a start still going on there, or its process)."""
+        from dagster._grpc.types import GetCurrentRunsResult
+        from dagster._serdes import deserialize_value
+
+        run = context.dagster_run
+        try:
+            origin = run.remote_job_origin.repository_origin.code_location_origin
+            client = context.workspace.get_code_location(origin.location_name).client
+            runs = deserialize_value(client.get_current_runs(), GetCurrentRunsResult).current_runs
+        except Exception as e:  # noqa: BLE001 - unknown: not launched again
+            log.warning("run %s: its code server could not say whether it has the run (%s)", run.run_id, e)
+            return None
+        return run.run_id in runs
 
 
 def _names_an_outage(e: BaseException) -> bool:
@@ -94,9 +144,12 @@ def _names_an_outage(e: BaseException) -> bool:
     or reported by the code server for the run's process (an error info, not an exception chain)."""
     if is_database_outage(e):
         return True
-    info = getattr(e, "serializable_error_info", None)
-    while info is not None:
-        if info.cls_name == "OperationalError":
+    pending = [getattr(e, "serializable_error_info", None)]
+    while pending:
+        info = pending.pop()
+        if info is None:
+            continue
+        if info.cls_name == "OperationalError":  # SQLAlchemy's or psycopg's, as is_database_outage
             return True
-        info = info.cause or info.context
+        pending += [info.cause, info.context]
     return False

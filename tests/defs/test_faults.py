@@ -46,13 +46,21 @@ def _worker_pid(instance, run_id: str) -> int | None:
     return None
 
 
-def _running(pid: int) -> bool:
-    """Whether the process exists and is not a zombie (a run's process is its code server's child)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
+def _forgotten_by_code_server(ctx, run_id: str, timeout_s: float = 60.0) -> bool:
+    """Whether the run's code server let go of it (within `timeout_s`): it does once the run's process
+    has ended and it could say so in the database. A test that stops its database before then would
+    leave that server waiting for good (it shuts down only once it holds no run)."""
+    from dagster._grpc.types import GetCurrentRunsResult
+    from dagster._serdes import deserialize_value
+
+    (name,) = ctx.get_code_location_entries()
+    client = ctx.get_code_location(name).client
+    deadline = time.time() + timeout_s
+    while run_id in deserialize_value(client.get_current_runs(), GetCurrentRunsResult).current_runs:
+        if time.time() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
 
 
 def _claimed_by(instance, run_ids: set[str]) -> list[str]:
@@ -205,6 +213,7 @@ def test_a_run_that_dies_while_the_database_is_away_is_reported_by_its_code_serv
                 assert run.status.value == "FAILURE", f"still {run.status.value} 30 s after the database came back"
                 crash = [e.message for e in instance.all_logs(run_id) if "Run execution process" in (e.message or "")]
                 assert crash, "failed by someone other than its code server"
+                assert _forgotten_by_code_server(ctx, run_id)
                 print(f"marked failed by its code server {time.time() - back:.1f} s after the database came back")
     finally:
         embedded_pg.stop(data)
@@ -252,14 +261,9 @@ def test_a_launch_cut_short_by_a_database_outage_is_made_again_once_it_is_back(f
                 assert run.status.value == "SUCCESS", f"{run.status.value} 240 s after the database came back"
                 again = [e.message for e in instance.all_logs(run_id) if "launching again" in (e.message or "")]
                 assert len(again) == 1, again
-                # its code server forgets the run once its process has ended and it could say so in the
-                # database: stopping the database before then would leave that server waiting for good
-                pid = _worker_pid(instance, run_id)
-                assert pid is not None
-                deadline = time.time() + 60
-                while _running(pid) and time.time() < deadline:
-                    time.sleep(0.2)
-                time.sleep(1.0)  # the server's check runs every 0.5 s
+                started = [e for e in instance.all_logs(run_id) if "Started process for run" in (e.message or "")]
+                assert len(started) == 1, "the run's process was started twice"
+                assert _forgotten_by_code_server(ctx, run_id)
         with db.connect(settings.database_url) as conn:
             assert writer.counts(conn)["videos"] == 1
         print(f"launched again {launched_after:.1f} s after the database came back")

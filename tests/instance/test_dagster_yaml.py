@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import stat
 
+import pytest
 import yaml
 
 from chaffee_assets.instance.dagster_yaml import merge_dagster_yaml
 from chaffee_assets.instance.setup import write_dagster_yaml
+from chaffee_assets.lib.errors import ChaffeeError
 
 
 def test_a_new_instance_gets_monitoring_retries_and_the_project_storage(settings):
@@ -51,3 +53,12 @@ def test_a_missing_default_is_added_and_an_unchanged_file_is_kept(settings):
     merged = yaml.safe_load(merge_dagster_yaml(trimmed, settings, "postgresql://u@/d?host=/tmp"))
     assert merged["run_retries"]["enabled"] is True
     assert merge_dagster_yaml(first, settings, "postgresql://u@/d?host=/tmp") == first
+
+
+def test_a_second_run_launcher_key_is_named_with_its_line(settings):
+    """Appending a launcher instead of replacing the file's one: a clear error, not ruamel's traceback."""
+    path = write_dagster_yaml(settings, "postgresql://u@/dagster?host=/tmp")
+    text = path.read_text() + "\nrun_launcher:\n  module: dagster_docker\n  class: DockerRunLauncher\n"
+    line = text.count("\n") - 2  # the appended key's line
+    with pytest.raises(ChaffeeError, match=rf"dagster.yaml cannot be read \(line {line}\): found duplicate key \"run_launcher\""):
+        merge_dagster_yaml(text, settings, "postgresql://u@/dagster?host=/tmp")
