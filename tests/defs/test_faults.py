@@ -14,6 +14,9 @@ import os
 import re
 import signal
 import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -177,10 +180,19 @@ def test_a_database_outage_in_the_middle_of_an_ingest(fixtures_dir, tmp_path, mo
         embedded_pg.stop(data)
 
 
-def test_a_run_that_dies_while_the_database_is_away_is_reported_by_its_code_server(fixtures_dir, tmp_path, model_service):
-    """A run launched through its code server (as the daemon launches it; no daemon, no ingest: no
-    one else would notice) is killed while the database is stopped; once the database is back the
-    code server marks it failed. Unpatched Dagster never does: the outage ended the server's check."""
+@dataclass
+class _OneRun:
+    """One video's run submitted (queued, no daemon) on a test's own Postgres, which it may stop."""
+
+    data: Path  # the Postgres data folder (embedded_pg.stop / start)
+    settings: Any
+    instance: Any
+    ctx: Any  # the workspace, as the daemon loads it: the run's code server
+    run_id: str
+
+
+@contextlib.contextmanager
+def _one_run_on_own_database(tmp_path, fixtures_dir, model_service, repeats: int):
     from chaffee_assets.app import ingest as ingest_mod
     from chaffee_assets.instance import dagster_internals as internals
     from chaffee_assets.instance import embedded_pg
@@ -190,33 +202,46 @@ def test_a_run_that_dies_while_the_database_is_away_is_reported_by_its_code_serv
     server = embedded_pg.start(data)
     try:
         settings = _settings_on_own_server(tmp_path, server, model_service)
-        talk = _talk(tmp_path, "talk", fixtures_dir, repeats=6)
+        talk = _talk(tmp_path, "talk", fixtures_dir, repeats=repeats)
         with dagster_instance_on(settings, server) as instance:
             register(settings, instance, [talk])
             with ingest_mod._environment(settings.to_environment()), \
                     internals.workspace_context(instance, write_workspace(settings)) as ctx:
                 [run_id] = internals.submit_runs(ctx, instance, [({"dagster/partition": talk.video_id}, ingest_mod.ALL_ASSETS)])
-                instance.launch_run(run_id, ctx)  # what the daemon's queue does
-                deadline = time.time() + 120
-                while (pid := _worker_pid(instance, run_id)) is None and time.time() < deadline:
-                    time.sleep(0.2)
-                assert pid is not None, "the run never started"
-                embedded_pg.stop(data)
-                with contextlib.suppress(ProcessLookupError):  # it may have died of the outage already
-                    os.kill(pid, signal.SIGKILL)
-                time.sleep(20.0)  # longer than dagster-postgres retries a connection (~11 s): the check raises
-                embedded_pg.start(data)
-                back = time.time()
-                deadline = back + 30
-                while not (run := instance.get_run_by_id(run_id)).is_finished and time.time() < deadline:
-                    time.sleep(0.5)
-                assert run.status.value == "FAILURE", f"still {run.status.value} 30 s after the database came back"
-                crash = [e.message for e in instance.all_logs(run_id) if "Run execution process" in (e.message or "")]
-                assert crash, "failed by someone other than its code server"
+                yield _OneRun(data, settings, instance, ctx, run_id)
+                # its code server lets go of the run once its process ended and it could say so in the
+                # database; stopping the database before then would leave that server waiting for good
                 assert _forgotten_by_code_server(ctx, run_id)
-                print(f"marked failed by its code server {time.time() - back:.1f} s after the database came back")
     finally:
         embedded_pg.stop(data)
+
+
+def test_a_run_that_dies_while_the_database_is_away_is_reported_by_its_code_server(fixtures_dir, tmp_path, model_service):
+    """A run launched through its code server (as the daemon launches it; no daemon, no ingest: no
+    one else would notice) is killed while the database is stopped; once the database is back the
+    code server marks it failed. Unpatched Dagster never does: the outage ended the server's check."""
+    from chaffee_assets.instance import embedded_pg
+
+    with _one_run_on_own_database(tmp_path, fixtures_dir, model_service, repeats=6) as r:
+        instance, run_id = r.instance, r.run_id
+        instance.launch_run(run_id, r.ctx)  # what the daemon's queue does
+        deadline = time.time() + 120
+        while (pid := _worker_pid(instance, run_id)) is None and time.time() < deadline:
+            time.sleep(0.2)
+        assert pid is not None, "the run never started"
+        embedded_pg.stop(r.data)
+        with contextlib.suppress(ProcessLookupError):  # it may have died of the outage already
+            os.kill(pid, signal.SIGKILL)
+        time.sleep(20.0)  # longer than dagster-postgres retries a connection (~11 s): the check raises
+        embedded_pg.start(r.data)
+        back = time.time()
+        deadline = back + 30
+        while not (run := instance.get_run_by_id(run_id)).is_finished and time.time() < deadline:
+            time.sleep(0.5)
+        assert run.status.value == "FAILURE", f"still {run.status.value} 30 s after the database came back"
+        crash = [e.message for e in instance.all_logs(run_id) if "Run execution process" in (e.message or "")]
+        assert crash, "failed by someone other than its code server"
+        print(f"marked failed by its code server {time.time() - back:.1f} s after the database came back")
 
 
 def test_a_launch_cut_short_by_a_database_outage_is_made_again_once_it_is_back(fixtures_dir, tmp_path, model_service):
@@ -226,49 +251,35 @@ def test_a_launch_cut_short_by_a_database_outage_is_made_again_once_it_is_back(f
     from dagster._core.events import DagsterEvent, DagsterEventType
     from dagster._core.launcher import LaunchRunContext
 
-    from chaffee_assets.app import ingest as ingest_mod
-    from chaffee_assets.instance import dagster_internals as internals
     from chaffee_assets.instance import embedded_pg
     from chaffee_assets.instance.launcher import PatientRunLauncher
-    from chaffee_assets.instance.setup import write_workspace
 
-    data = tmp_path / "pgdata"
-    server = embedded_pg.start(data)
-    try:
-        settings = _settings_on_own_server(tmp_path, server, model_service)
-        talk = _talk(tmp_path, "talk", fixtures_dir, repeats=3)
-        with dagster_instance_on(settings, server) as instance:
-            assert isinstance(instance.run_launcher, PatientRunLauncher)  # what `chaffee up` configures
-            register(settings, instance, [talk])
-            with ingest_mod._environment(settings.to_environment()), \
-                    internals.workspace_context(instance, write_workspace(settings)) as ctx:
-                [run_id] = internals.submit_runs(ctx, instance, [({"dagster/partition": talk.video_id}, ingest_mod.ALL_ASSETS)])
-                run = instance.get_run_by_id(run_id)
-                # the daemon's queue (QueuedRunCoordinatorDaemon._dequeue_run): STARTING, then the launcher
-                instance.report_dagster_event(DagsterEvent(DagsterEventType.PIPELINE_STARTING.value, job_name=run.job_name), run_id=run_id)
-                run = instance.get_run_by_id(run_id)
-                embedded_pg.stop(data)
-                launching = Background(lambda: instance.run_launcher.launch_run(LaunchRunContext(dagster_run=run, workspace=ctx)))
-                time.sleep(20.0)  # longer than dagster-postgres retries a connection (~11 s): the launch fails
-                assert launching.is_alive(), "the launch gave up while the database was away"
-                embedded_pg.start(data)
-                back = time.time()
-                launching.answer(timeout=120)  # Dagster's own launcher raises the outage's error here
-                launched_after = time.time() - back
-                deadline = time.time() + 240
-                while not (run := instance.get_run_by_id(run_id)).is_finished and time.time() < deadline:
-                    time.sleep(0.5)
-                assert run.status.value == "SUCCESS", f"{run.status.value} 240 s after the database came back"
-                again = [e.message for e in instance.all_logs(run_id) if "launching again" in (e.message or "")]
-                assert len(again) == 1, again
-                started = [e for e in instance.all_logs(run_id) if "Started process for run" in (e.message or "")]
-                assert len(started) == 1, "the run's process was started twice"
-                assert _forgotten_by_code_server(ctx, run_id)
-        with db.connect(settings.database_url) as conn:
+    with _one_run_on_own_database(tmp_path, fixtures_dir, model_service, repeats=3) as r:
+        instance, run_id = r.instance, r.run_id
+        assert isinstance(instance.run_launcher, PatientRunLauncher)  # what `chaffee up` configures
+        run = instance.get_run_by_id(run_id)
+        # the daemon's queue (QueuedRunCoordinatorDaemon._dequeue_run): STARTING, then the launcher
+        instance.report_dagster_event(DagsterEvent(DagsterEventType.PIPELINE_STARTING.value, job_name=run.job_name), run_id=run_id)
+        run = instance.get_run_by_id(run_id)
+        embedded_pg.stop(r.data)
+        launching = Background(lambda: instance.run_launcher.launch_run(LaunchRunContext(dagster_run=run, workspace=r.ctx)))
+        time.sleep(20.0)  # longer than dagster-postgres retries a connection (~11 s): the launch fails
+        assert launching.is_alive(), "the launch gave up while the database was away"
+        embedded_pg.start(r.data)
+        back = time.time()
+        launching.answer(timeout=120)  # Dagster's own launcher raises the outage's error here
+        launched_after = time.time() - back
+        deadline = time.time() + 240
+        while not (run := instance.get_run_by_id(run_id)).is_finished and time.time() < deadline:
+            time.sleep(0.5)
+        assert run.status.value == "SUCCESS", f"{run.status.value} 240 s after the database came back"
+        again = [e.message for e in instance.all_logs(run_id) if "launching again" in (e.message or "")]
+        assert len(again) == 1, again
+        started = [e for e in instance.all_logs(run_id) if "Started process for run" in (e.message or "")]
+        assert len(started) == 1, "the run's process was started twice"
+        with db.connect(r.settings.database_url) as conn:
             assert writer.counts(conn)["videos"] == 1
         print(f"launched again {launched_after:.1f} s after the database came back")
-    finally:
-        embedded_pg.stop(data)
 
 
 def _explain_hang(settings, thread, lines: list[str]) -> None:
