@@ -310,10 +310,9 @@ def clear_orphans(instance) -> list[str]:
     return [r.run_id for r in stale]
 
 
-def dead_worker_pid(instance, run_id: str) -> int | None:
-    """The pid of a run's worker process on this machine when that process no longer exists (the
-    code server that would report it is gone too: a database outage, a killed daemon); else None."""
-    import os
+def worker_pid(instance, run_id: str) -> int | None:
+    """The pid a run's process gave in its first event (`dagster._grpc.impl._run_in_subprocess`:
+    "Started process for run (pid: N)."); None when no process of the run began."""
     import re
 
     for entry in instance.all_logs(run_id):
@@ -322,15 +321,36 @@ def dead_worker_pid(instance, run_id: str) -> int | None:
             continue
         found = re.search(r"Started process for run \(pid: (\d+)\)", entry.message or "")
         if found:
-            pid = int(found.group(1))
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return pid
-            except PermissionError:
-                return None
-            return None
+            return int(found.group(1))
     return None
+
+
+def dead_worker_pid(instance, run_id: str) -> int | None:
+    """The pid of a run's worker process on this machine when that process no longer exists (the
+    code server that would report it is gone too: a database outage, a killed daemon); else None."""
+    import os
+
+    pid = worker_pid(instance, run_id)
+    if pid is None:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return pid
+    except PermissionError:
+        return None
+    return None
+
+
+def code_server_runs(workspace, run) -> list[str]:
+    """The runs the code server of `run`'s location holds now (a start going on there, or a process
+    it watches); raises when it cannot be asked."""
+    from dagster._grpc.types import GetCurrentRunsResult
+    from dagster._serdes import deserialize_value
+
+    origin = run.remote_job_origin.repository_origin.code_location_origin
+    client = workspace.get_code_location(origin.location_name).client
+    return list(deserialize_value(client.get_current_runs(), GetCurrentRunsResult).current_runs)
 
 
 def fail_dead_run(instance, run_id: str, pid: int) -> None:

@@ -36,6 +36,7 @@ from dagster import DagsterRunStatus, DefaultRunLauncher
 from dagster._core.events import DagsterEvent, DagsterEventType
 from dagster._core.launcher import LaunchRunContext
 
+from chaffee_assets.instance import dagster_internals as internals
 from chaffee_assets.lib.errors import is_database_outage
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,6 @@ log = logging.getLogger(__name__)
 NO_MONITORING_PATIENCE_S = 300.0  # how long a launch waits for the database when no start timeout takes over
 HANDOVER_S = 15.0  # nearer the start timeout than this, a launch is left to it
 POLL_S = 1.0
-STARTED_PROCESS = "Started process for run"  # the first event a run's process writes (dagster._grpc.impl)
 
 LAUNCH, LAUNCHED, GIVE_UP = "launch again", "launched", "give up"
 
@@ -81,13 +81,14 @@ class PatientRunLauncher(DefaultRunLauncher):
             cut = e
         run_id = context.dagster_run.run_id
         log.warning("run %s: its launch was cut short by a database outage; waiting for the database", run_id)
-        run = self._run_once_reachable(run_id, began + self._patience_s())
+        patience = self._patience_s()
+        run = self._run_once_reachable(run_id, began + patience)
         if run is None:
             raise cut
         instance = self._instance
         starting_since = instance.get_run_stats(run_id).launch_time or began
-        decision = after_outage(run.status, self._a_process_began(run_id), self._held_by_server(context),
-                                time.time() - starting_since, self._patience_s())
+        decision = after_outage(run.status, internals.worker_pid(instance, run_id) is not None,
+                                self._held_by_server(context), time.time() - starting_since, patience)
         log.warning("run %s: the database is back after %.0f s; %s", run_id, time.time() - began, decision)
         if decision == GIVE_UP:
             raise cut
@@ -119,24 +120,14 @@ class PatientRunLauncher(DefaultRunLauncher):
             self._closing.wait(POLL_S)
         return None
 
-    def _a_process_began(self, run_id: str) -> bool:
-        return any(STARTED_PROCESS in (entry.message or "") for entry in self._instance.all_logs(run_id))
-
     @staticmethod
     def _held_by_server(context: LaunchRunContext) -> bool | None:
         """Whether the run's code server has the run (a start still going on there, or its process)."""
-        from dagster._grpc.types import GetCurrentRunsResult
-        from dagster._serdes import deserialize_value
-
-        run = context.dagster_run
         try:
-            origin = run.remote_job_origin.repository_origin.code_location_origin
-            client = context.workspace.get_code_location(origin.location_name).client
-            runs = deserialize_value(client.get_current_runs(), GetCurrentRunsResult).current_runs
+            return context.dagster_run.run_id in internals.code_server_runs(context.workspace, context.dagster_run)
         except Exception as e:  # noqa: BLE001 - unknown: not launched again
-            log.warning("run %s: its code server could not say whether it has the run (%s)", run.run_id, e)
+            log.warning("run %s: its code server could not say whether it has the run (%s)", context.dagster_run.run_id, e)
             return None
-        return run.run_id in runs
 
 
 def _names_an_outage(e: BaseException) -> bool:

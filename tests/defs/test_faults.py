@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import signal
 import time
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ import soundfile as sf
 
 from chaffee_assets.app.ingest import ingest, register
 from chaffee_assets.archive import db, writer
+from chaffee_assets.instance.dagster_internals import worker_pid
 from chaffee_assets.lib.types import Source
 from tests.helpers.instances import dagster_instance, make_settings, new_database
 from tests.helpers.threads import Background
@@ -41,25 +41,14 @@ def _talk(folder, name: str, fixtures_dir, repeats: int) -> Source:
     return Source(name, str(path), name, origin="cli")
 
 
-def _worker_pid(instance, run_id: str) -> int | None:
-    for e in instance.all_logs(run_id):
-        found = re.search(r"Started process for run \(pid: (\d+)\)", e.message or "")
-        if found:
-            return int(found.group(1))
-    return None
-
-
-def _forgotten_by_code_server(ctx, run_id: str, timeout_s: float = 60.0) -> bool:
+def _forgotten_by_code_server(ctx, run, timeout_s: float = 60.0) -> bool:
     """Whether the run's code server let go of it (within `timeout_s`): it does once the run's process
     has ended and it could say so in the database. A test that stops its database before then would
     leave that server waiting for good (it shuts down only once it holds no run)."""
-    from dagster._grpc.types import GetCurrentRunsResult
-    from dagster._serdes import deserialize_value
+    from chaffee_assets.instance.dagster_internals import code_server_runs
 
-    (name,) = ctx.get_code_location_entries()
-    client = ctx.get_code_location(name).client
     deadline = time.time() + timeout_s
-    while run_id in deserialize_value(client.get_current_runs(), GetCurrentRunsResult).current_runs:
+    while run.run_id in code_server_runs(ctx, run):
         if time.time() > deadline:
             return False
         time.sleep(0.2)
@@ -107,7 +96,7 @@ def test_a_run_killed_while_holding_a_gpu_slot_frees_it_and_is_run_again(pg_serv
             holders = _claimed_by(instance, runs)
             if holders:
                 victim = holders[0]
-                pid = _worker_pid(instance, victim)
+                pid = worker_pid(instance, victim)
                 if pid:
                     os.kill(pid, signal.SIGKILL)
                     killed_at = time.time()
@@ -211,7 +200,7 @@ def _one_run_on_own_database(tmp_path, fixtures_dir, model_service, repeats: int
                 yield _OneRun(data, settings, instance, ctx, run_id)
                 # its code server lets go of the run once its process ended and it could say so in the
                 # database; stopping the database before then would leave that server waiting for good
-                assert _forgotten_by_code_server(ctx, run_id)
+                assert _forgotten_by_code_server(ctx, instance.get_run_by_id(run_id))
     finally:
         embedded_pg.stop(data)
 
@@ -226,7 +215,7 @@ def test_a_run_that_dies_while_the_database_is_away_is_reported_by_its_code_serv
         instance, run_id = r.instance, r.run_id
         instance.launch_run(run_id, r.ctx)  # what the daemon's queue does
         deadline = time.time() + 120
-        while (pid := _worker_pid(instance, run_id)) is None and time.time() < deadline:
+        while (pid := worker_pid(instance, run_id)) is None and time.time() < deadline:
             time.sleep(0.2)
         assert pid is not None, "the run never started"
         embedded_pg.stop(r.data)

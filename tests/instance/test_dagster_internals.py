@@ -127,3 +127,13 @@ def test_a_run_waiting_for_a_gpu_slot_sleeps_and_starts_when_the_slot_is_freed(i
 
     storage.free_concurrency_slot_for_step("another-run", "transcript")
     assert run.answer(timeout=60).success
+
+
+def test_a_run_process_still_announces_itself_as_worker_pid_reads_it():
+    """`worker_pid` (the launcher: did a process of the run begin; `dead_worker_pid`: is it gone)
+    reads the first event of a run's process: fails the day Dagster words it otherwise."""
+    import inspect
+
+    from dagster._grpc import impl
+
+    assert 'f"Started process for run (pid: {pid})."' in inspect.getsource(impl._run_in_subprocess)

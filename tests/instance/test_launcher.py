@@ -5,7 +5,6 @@ started under it: tests/defs/test_faults.py.)"""
 
 from __future__ import annotations
 
-import inspect
 import sys
 
 import pytest
@@ -19,7 +18,6 @@ from chaffee_assets.instance.launcher import (
     GIVE_UP,
     LAUNCH,
     LAUNCHED,
-    STARTED_PROCESS,
     _names_an_outage,
     after_outage,
 )
@@ -74,10 +72,3 @@ STARTING, STARTED, FAILURE = DagsterRunStatus.STARTING, DagsterRunStatus.STARTED
 def test_what_a_launch_does_once_the_database_is_back(status, began, held, starting_for, decision):
     assert after_outage(status, began, held, starting_for, patience_s=165.0) == decision
 
-
-def test_the_run_process_still_announces_itself_as_the_launcher_expects():
-    """`launcher.STARTED_PROCESS` is how it tells that a process of a run began (and so is
-    `dagster_internals.dead_worker_pid`): fails the day Dagster words it otherwise."""
-    from dagster._grpc import impl
-
-    assert STARTED_PROCESS in inspect.getsource(impl._run_in_subprocess)
