@@ -186,8 +186,8 @@ def read_waveform(url: str) -> np.ndarray:
     """A waveform stored by `ArtifactStore.save_waveform` (or any 16 kHz mono WAV/FLAC), by URL."""
     import soundfile as sf
 
-    with fsspec.open(url, "rb") as f:
-        wav, sr = sf.read(io.BytesIO(f.read()), dtype="float32", always_2d=False)
+    with fsspec.open(url, "rb") as f:  # decoded from the file as it is read: no copy of the encoded bytes
+        wav, sr = sf.read(f, dtype="float32", always_2d=False)
     if sr != SAMPLE_RATE or wav.ndim != 1:
         raise ValueError(f"{url}: expected {SAMPLE_RATE} Hz mono, found {sr} Hz with shape {wav.shape}")
     return wav

@@ -43,6 +43,12 @@ from chaffee_assets.lib.types import (
 
 log = logging.getLogger(__name__)
 
+# A VAD pass holds about three times its waveform at its peak (faster-whisper pads the whole audio,
+# then frames it with context for silero: 85 min of audio, 311 MB as float32, peaked at +880 MB
+# beyond it), and it computes on one thread. Passes at once: half the cores, at least one. Four
+# 85-minute talks arriving together no longer hold four passes' worth of memory in the replica.
+VAD_PASSES_PER_CORE = 0.5
+
 EmbedFn = Callable[[list[np.ndarray]], np.ndarray]
 
 
@@ -81,6 +87,7 @@ class SpeechModels:
         self._models: dict[tuple, Any] = {}
         self._build_lock = threading.RLock()  # a model may be built from another (pyannote from ECAPA's folder)
         self._count_lock = threading.Lock()
+        self._vad_passes = threading.BoundedSemaphore(max(1, int(self.cores * VAD_PASSES_PER_CORE)))
         self.requests_served = 0
         self.in_flight = 0
         self.loads: dict[str, float] = {}  # model -> seconds its load took
@@ -187,7 +194,7 @@ class SpeechModels:
 
     def speech_regions(self, audio_url: str, video_id: str, threshold: float = vad.THRESHOLD) -> Served[tuple[Region, ...]]:
         """Silero VAD over the stored waveform: the video's speech, found once for all its steps."""
-        with self._request() as c:
+        with self._request() as c, self._vad_passes:  # the waveform is read once the pass may begin
             wav = read_waveform(audio_url)
             with clock.model_call("silero-vad"):
                 regions = tuple(vad.speech_regions(wav, threshold=threshold, max_region_s=30.0))

@@ -37,3 +37,45 @@ def test_models_compute_in_small_batches_on_a_cpu_and_configured_ones_on_a_gpu(t
     assert cpu.batch("ecapa", 64) == CPU_BATCH["ecapa"] < 64 and cpu.batch("text", 256) == CPU_BATCH["text"] < 256
     assert cpu.batch("ecapa", 4) == 4  # a smaller configured batch holds
     assert gpu.batch("ecapa", 64) == 64 and gpu.batch("text", 256) == 256
+
+
+def _vad_passes_at_once(monkeypatch, tmp_path, fixtures_dir, cores: int, callers: int) -> int:
+    """The most VAD passes of `callers` concurrent requests holding a waveform at the same moment
+    (from reading it to the regions found), on a service given `cores` (real silero, no other model)."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from chaffee_assets.lib.models import service
+
+    url = ArtifactStore(str(tmp_path)).save_waveform("audio", "jfk", read_audio(fixtures_dir / "jfk.flac"))
+    lock, holding, most = threading.Lock(), [0], [0]
+    read, find = service.read_waveform, service.vad.speech_regions
+
+    def reading(u):
+        with lock:
+            holding[0] += 1
+            most[0] = max(most[0], holding[0])
+        return read(u)
+
+    def finding(wav, **kw):
+        try:
+            time.sleep(0.2)  # long enough for the other callers to arrive while this pass holds its waveform
+            return find(wav, **kw)
+        finally:
+            with lock:
+                holding[0] -= 1
+
+    monkeypatch.setattr(service, "read_waveform", reading)
+    monkeypatch.setattr(service.vad, "speech_regions", finding)
+    models = SpeechModels(ServiceConfig(device="cpu", model_cache=str(tmp_path / "models"), threads=cores))
+    with ThreadPoolExecutor(callers) as pool:
+        answers = list(pool.map(lambda i: models.speech_regions(url, f"v{i}"), range(callers)))
+    assert all(a.value and a.value[0][0] < 1.0 for a in answers)  # every caller got jfk's speech
+    return most[0]
+
+
+def test_whole_audio_vad_passes_are_bounded_by_the_cores_and_read_their_waveform_only_once_let_in(monkeypatch, tmp_path, fixtures_dir):
+    # a pass holds ~3x its waveform at its peak: four 85-minute talks at once held 4.7 GB in the replica
+    assert _vad_passes_at_once(monkeypatch, tmp_path / "two", fixtures_dir, cores=2, callers=4) == 1
+    assert _vad_passes_at_once(monkeypatch, tmp_path / "four", fixtures_dir, cores=4, callers=4) == 2
