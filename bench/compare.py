@@ -74,16 +74,19 @@ def process_kind(pid: int) -> str:
 
 class MemorySampler:
     """The PSS of every process in the given sessions, summed, once a second; keeps the peak and
-    what it was made of (MiB and processes per kind: runs, model replica, Ray head, daemon, …)."""
+    what it was made of (MiB and processes per kind: runs, model replica, Ray head, daemon, …), and
+    when it was reached (seconds after the sampling began: the start of the runs or a later phase)."""
 
     def __init__(self, sessions):
         self.sessions = sessions  # callable -> set of session ids
         self.peak = 0
+        self.peak_at_s = 0.0
         self.breakdown: dict[str, dict[str, int]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def __enter__(self):
+        self._began = time.monotonic()
         self._thread.start()
         return self
 
@@ -107,7 +110,7 @@ class MemorySampler:
                     except OSError:
                         continue
             if total > self.peak:
-                self.peak = total
+                self.peak, self.peak_at_s = total, round(time.monotonic() - self._began, 1)
                 self.breakdown = {k: {"mib": round(v[0] / 2**20), "processes": v[1]}
                                   for k, v in sorted(kinds.items(), key=lambda kv: -kv[1][0])}
 
@@ -185,7 +188,8 @@ def run_side(name: str, checkout: Path, feed: str, ids: list[str], folder: Path,
         loads_after = service_loads(env, state)
     finally:
         subprocess.run([*cli, "down"], env=env, cwd=checkout, capture_output=True, timeout=300)
-    return summarize(name, trace, launched, ids, mem.peak, loads_before, loads_after) | {"peak_pss_by_kind": mem.breakdown}
+    return summarize(name, trace, launched, ids, mem.peak, loads_before, loads_after) | {"peak_pss_by_kind": mem.breakdown,
+                                                                                           "peak_pss_at_s": mem.peak_at_s}
 
 
 def summarize(name: str, trace: dict, launched: float, ids: list[str], peak: int, loads_before, loads_after) -> dict:
@@ -299,7 +303,8 @@ def print_table(rows: list[dict]) -> None:
     for r in rows:
         if r.get("peak_pss_by_kind"):
             print(f"peak memory of {r['side']}: " + ", ".join(
-                f"{k} {v['mib']} MiB ({v['processes']})" for k, v in r["peak_pss_by_kind"].items()))
+                f"{k} {v['mib']} MiB ({v['processes']})" for k, v in r["peak_pss_by_kind"].items())
+                + (f"; reached {r['peak_pss_at_s']} s after the sensor was turned on" if "peak_pss_at_s" in r else ""))
     for r in rows:
         if r.get("model_seconds_per_video"):
             print(f"model seconds per video of {r['side']}: " + ", ".join(f"{m} {v}" for m, v in r["model_seconds_per_video"].items()))
