@@ -46,8 +46,9 @@ def _vad_passes_at_once(monkeypatch, tmp_path, fixtures_dir, cores: int, callers
     import time
     from concurrent.futures import ThreadPoolExecutor
 
-    from chaffee_assets.lib.models import service
+    from chaffee_assets.lib.models import service, threads
 
+    monkeypatch.setattr(threads, "_SHARE", threads._SHARE)  # the cores given here are this test's only
     url = ArtifactStore(str(tmp_path)).save_waveform("audio", "jfk", read_audio(fixtures_dir / "jfk.flac"))
     lock, holding, most = threading.Lock(), [0], [0]
     read, find = service.read_waveform, service.vad.speech_regions
@@ -60,7 +61,7 @@ def _vad_passes_at_once(monkeypatch, tmp_path, fixtures_dir, cores: int, callers
 
     def finding(wav, **kw):
         try:
-            time.sleep(0.2)  # long enough for the other callers to arrive while this pass holds its waveform
+            time.sleep(0.5)  # long enough for the other callers to arrive while this pass holds its waveform
             return find(wav, **kw)
         finally:
             with lock:
