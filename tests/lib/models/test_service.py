@@ -48,7 +48,6 @@ def _vad_passes_at_once(monkeypatch, tmp_path, fixtures_dir, cores: int, callers
 
     from chaffee_assets.lib.models import service, threads
 
-    monkeypatch.setattr(threads, "_SHARE", threads._SHARE)  # the cores given here are this test's only
     url = ArtifactStore(str(tmp_path)).save_waveform("audio", "jfk", read_audio(fixtures_dir / "jfk.flac"))
     lock, holding, most = threading.Lock(), [0], [0]
     read, find = service.read_waveform, service.vad.speech_regions
@@ -69,14 +68,17 @@ def _vad_passes_at_once(monkeypatch, tmp_path, fixtures_dir, cores: int, callers
 
     monkeypatch.setattr(service, "read_waveform", reading)
     monkeypatch.setattr(service.vad, "speech_regions", finding)
-    models = SpeechModels(ServiceConfig(device="cpu", model_cache=str(tmp_path / "models"), threads=cores))
-    with ThreadPoolExecutor(callers) as pool:
-        answers = list(pool.map(lambda i: models.speech_regions(url, f"v{i}"), range(callers)))
+    try:
+        models = SpeechModels(ServiceConfig(device="cpu", model_cache=str(tmp_path / "models"), threads=cores))
+        with ThreadPoolExecutor(callers) as pool:
+            answers = list(pool.map(lambda i: models.speech_regions(url, f"v{i}"), range(callers)))
+    finally:
+        threads.stop_sharing()  # the cores given here are this test's only
     assert all(a.value and a.value[0][0] < 1.0 for a in answers)  # every caller got jfk's speech
     return most[0]
 
 
 def test_whole_audio_vad_passes_are_bounded_by_the_cores_and_read_their_waveform_only_once_let_in(monkeypatch, tmp_path, fixtures_dir):
-    # a pass holds ~3x its waveform at its peak: four 85-minute talks at once held 4.7 GB in the replica
+    # a pass holds ~3x its waveform at its peak: with four 85-minute talks arriving together the replica peaked at 5.7 GB
     assert _vad_passes_at_once(monkeypatch, tmp_path / "two", fixtures_dir, cores=2, callers=4) == 1
     assert _vad_passes_at_once(monkeypatch, tmp_path / "four", fixtures_dir, cores=4, callers=4) == 2
