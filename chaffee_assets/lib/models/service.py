@@ -25,7 +25,7 @@ import numpy as np
 
 from chaffee_assets.lib import clock
 from chaffee_assets.lib.artifacts import read_waveform
-from chaffee_assets.lib.models import threads, vad
+from chaffee_assets.lib.models import faster_whisper_compat, threads, vad
 from chaffee_assets.lib.models.runtime import ModelRuntime
 from chaffee_assets.lib.types import (
     AsrOptions,
@@ -43,10 +43,10 @@ from chaffee_assets.lib.types import (
 
 log = logging.getLogger(__name__)
 
-# A VAD pass holds about three times its waveform at its peak (faster-whisper pads the whole audio,
-# then frames it with context for silero: 85 min of audio, 311 MB as float32, peaked at +880 MB
-# beyond it), and it computes on one thread. Passes at once: half the cores, at least one. Four
-# 85-minute talks arriving together no longer hold four passes' worth of memory in the replica.
+# A VAD pass holds its waveform and faster-whisper's padded copy of it at its peak (upstream's silero
+# call framed a third copy, which `faster_whisper_compat` removes: 85 minutes of audio are 311 MB as
+# float32), and it computes on one thread. Passes at once: half the cores, at least one. Four
+# 85-minute talks arriving together do not hold four passes' worth of memory in the replica.
 VAD_PASSES_PER_CORE = 0.5
 
 EmbedFn = Callable[[list[np.ndarray]], np.ndarray]
@@ -80,6 +80,7 @@ class TextModel:
 class SpeechModels:
     def __init__(self, config: ServiceConfig):
         self.config = config
+        self.patches = faster_whisper_compat.apply()  # VAD passes without a framed copy of the audio
         self.cores = config.threads or threads.available_cores()
         self.runtime = ModelRuntime.resolve(config.device, config.model_cache, self.cores)
         if not self.runtime.on_cuda:  # torch's threads follow the calls computing in this process
