@@ -13,7 +13,7 @@ import logging
 import math
 import time
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -136,6 +136,41 @@ def clip_words(words: Sequence[Word], seconds: float) -> list[Word]:
     return [Word(max(0.0, w.start), min(w.end, seconds), w.text, w.probability) for w in words if w.start < seconds]
 
 
+# Whisper windows per call of faster-whisper's batched pipeline. It computes the log-mel features of
+# every window it is given before it decodes the first batch (about 2 MB per minute of speech with 80
+# mels, twice over while it stacks them; 128 mels for large models), so one call over a 3-hour talk
+# holds them all. A talk goes through in groups of whole batches: the same batches, the same words.
+GROUP_BATCHES = 4
+
+
+def decode_in_groups(pipeline: Any, wav: np.ndarray, chunking: dict, group: int, *,
+                     language: str | None, **kwargs: Any) -> tuple[Iterator[Any], Any]:
+    """faster-whisper's batched transcription of `wav` (`chunking`: its clip timestamps, or its own
+    VAD), `group` clips per call when the clips are given, as if in one call: the language found in
+    the first group is the next groups' language, and the end of the last word decoded
+    (`last_speech_timestamp`, which bounds the next word's start) carries from group to group,
+    where the pipeline would reset it at the end of each call. The segments (lazily) and the first
+    call's information."""
+    clips = chunking.get("clip_timestamps")
+    if not clips or len(clips) <= group:
+        return pipeline.transcribe(wav, language=language, **kwargs, **chunking)
+    first, info = pipeline.transcribe(wav, language=language, **kwargs, vad_filter=False, clip_timestamps=clips[:group])
+    language = language or info.language
+
+    def segments() -> Iterator[Any]:
+        carry, current = 0.0, first
+        for start in range(0, len(clips), group):
+            if start:
+                current, _ = pipeline.transcribe(wav, language=language, **kwargs, vad_filter=False,
+                                                 clip_timestamps=clips[start : start + group])
+                pipeline.last_speech_timestamp = carry
+            for segment in current:
+                carry = pipeline.last_speech_timestamp  # set by the batch that decoded it
+                yield segment
+
+    return segments(), info
+
+
 class Transcriber:
     """One loaded faster-whisper model; `transcribe` may be called for many videos."""
 
@@ -204,8 +239,9 @@ class Transcriber:
         decoding = dict(beam_size=o.beam_size, batch_size=o.batch_size, word_timestamps=True, condition_on_previous_text=False,
                         initial_prompt=o.initial_prompt, hotwords=o.hotwords, multilingual=detect)
         pipeline = self._pipeline()
-        segments, info = pipeline.transcribe(
-            wav, language=language, language_detection_segments=max(1, o.language_windows), **decoding, **chunking,
+        segments, info = decode_in_groups(
+            pipeline, wav, chunking, GROUP_BATCHES * max(1, o.batch_size),
+            language=language, language_detection_segments=max(1, o.language_windows), **decoding,
         )
         if info.duration_after_vad <= 0:
             return self._empty(audio, started, "no speech found by VAD")

@@ -113,6 +113,41 @@ def test_segments_failing_the_guard_are_decoded_again_then_dropped(transcriber, 
     assert {why for _, _, why in info.flags} == {"loop"} and info.dropped_seconds > 5.0
 
 
+def test_a_long_talk_is_decoded_in_groups_of_whole_batches_with_the_words_of_one_call(jfk, runtime, monkeypatch):
+    """faster-whisper computes the features of every window it is given before it decodes one, so a
+    talk goes through in groups of whole batches (`GROUP_BATCHES`): here 5 windows in groups of 2,
+    3 calls, with the words one call over all 5 gives."""
+    from chaffee_assets.lib.models import asr, vad
+
+    pause = np.zeros(SAMPLE_RATE * 3, dtype=np.float32)  # longer than MAX_GAP_SECONDS: a window each
+    talk = _audio("groups", np.concatenate([np.concatenate([jfk.waveform, pause])] * 5))
+    speech = vad.speech_regions(talk.waveform, max_region_s=30.0)
+    tr = Transcriber(AsrOptions(model="tiny.en", batch_size=2), runtime)
+    calls: list[int] = []
+    build = tr._pipeline
+
+    def counted():
+        pipeline = build()
+        decode = pipeline.transcribe
+
+        def transcribe(*args, **kwargs):
+            calls.append(len(kwargs["clip_timestamps"]))
+            return decode(*args, **kwargs)
+
+        pipeline.transcribe = transcribe
+        return pipeline
+
+    monkeypatch.setattr(tr, "_pipeline", counted)
+    monkeypatch.setattr(asr, "GROUP_BATCHES", 1)
+    grouped = tr.transcribe(talk, speech)
+    monkeypatch.setattr(asr, "GROUP_BATCHES", 100)
+    whole = tr.transcribe(talk, speech)
+    assert calls == [2, 2, 1, 5], calls
+    assert grouped.info.segments == whole.info.segments == 5
+    assert grouped.words == whole.words
+    assert normalise(grouped.text).count("fellow americans") == 5
+
+
 def test_a_repeated_sentence_is_kept_and_the_same_every_time(transcriber, jfk):
     """A speaker saying one sentence over and over: each 30 s window compresses like a loop, its
     pieces do not (by the window's own words, or decoded again). Nothing is dropped, and nothing
