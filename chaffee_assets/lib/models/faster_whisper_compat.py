@@ -36,7 +36,10 @@ def vad_frames_whole_audio() -> bool:
     from faster_whisper.vad import SileroVADModel
 
     call = getattr(SileroVADModel.__call__, "_chaffee_original", SileroVADModel.__call__)
-    source = inspect.getsource(call)
+    try:
+        source = inspect.getsource(call)
+    except (OSError, TypeError):  # no source to read (a frozen install): leave upstream as it is
+        return False
     return "np.concatenate([context, batched_audio], 1)" in source and "encoder_batch_size = 10000" in source
 
 
