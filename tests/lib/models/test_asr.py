@@ -264,3 +264,17 @@ def test_the_language_check_refuses_an_english_only_model(runtime):
 
     with pytest.raises(ValueError, match="multilingual.*'tiny.en' is English-only"):
         LanguageCheck("tiny.en", runtime)
+
+
+def test_whisper_windows_join_regions_across_short_pauses_only():
+    """Regions join into one window while the pause is at most MAX_GAP_SECONDS and the window
+    within 30 s; a longer pause starts a window, a region longer than a window is cut."""
+    from chaffee_assets.lib.models.asr import MAX_GAP_SECONDS, whisper_clips
+
+    speech = [(0.5, 5.0), (6.0, 9.0), (9.0 + MAX_GAP_SECONDS + 1.0, 15.0), (20.0, 85.0)]
+    assert whisper_clips(speech, 80.0) == [
+        {"start": 0.5, "end": 9.0}, {"start": 12.0, "end": 15.0},
+        {"start": 20.0, "end": 50.0}, {"start": 50.0, "end": 80.0},
+    ]
+    assert whisper_clips(speech[:3], 80.0, max_gap=10.0) == [{"start": 0.5, "end": 15.0}]
+    assert whisper_clips([], 10.0) == []
