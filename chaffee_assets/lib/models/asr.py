@@ -29,7 +29,8 @@ MIN_AUDIO_SECONDS = 1.0  # shorter audio is not worth a decoder pass: empty tran
 # A longer pause between two speech regions starts a new whisper window. Longer pauses inside a
 # window lose words (bench/whisper_windows.py: 1760 words of 4 talks, tiny.en: 0 errors in 71
 # windows at 2 s, 0 in 60 at 3 s, 2 in 51 at 4 s, 30 in 40 at 8 s; packing the speech with the
-# silences cut out, as faster-whisper's own VAD path does, 29 errors in 30 windows).
+# silences cut out, as faster-whisper's own VAD path does, 29 errors in 30 windows; one more talk,
+# in bench/README.md, lost 4.2 % of its words at 2 s and 12.5 % at 3 s).
 MAX_GAP_SECONDS = 2.0
 _CHUNK_SECONDS = 30  # whisper's window; also the longest VAD chunk the batched pipeline decodes
 UNDETERMINED = "und"  # ISO 639 "undetermined": the language of audio without speech
@@ -143,31 +144,47 @@ def clip_words(words: Sequence[Word], seconds: float) -> list[Word]:
 
 # Whisper windows per call of faster-whisper's batched pipeline. It computes the log-mel features of
 # every window it is given before it decodes the first batch (about 2 MB per minute of speech with 80
-# mels, twice over while it stacks them; 128 mels for large models), so one call over a 3-hour talk
-# holds them all. A talk goes through in groups of whole batches: the same batches, the same words.
+# mels, twice over while it stacks them, a third time for a multilingual model's language detection;
+# 128 mels for large models), so one call over a 3-hour talk holds them all. A talk goes through in
+# groups of whole batches: the same batches, the same words.
 GROUP_BATCHES = 4
+
+
+def group_bounds(clips: Sequence[dict[str, float]], group: int, batch: int, detect_seconds: float = 0.0) -> list[tuple[int, int]]:
+    """[start, end) of the clips of each call: `group` clips each (a multiple of `batch`), the first
+    grown by whole batches until it holds `detect_seconds` of audio (what the language detection
+    reads of the first windows' features, which one call would take from the windows after them)."""
+    first = min(group, len(clips))
+    seconds = sum(c["end"] - c["start"] for c in clips[:first])
+    while first < len(clips) and seconds < detect_seconds:
+        seconds += sum(c["end"] - c["start"] for c in clips[first : first + batch])
+        first += batch
+    first = min(first, len(clips))
+    return [(0, first)] + [(a, min(a + group, len(clips))) for a in range(first, len(clips), group)]
 
 
 def decode_in_groups(pipeline: Any, wav: np.ndarray, chunking: dict, group: int, *,
                      language: str | None, **kwargs: Any) -> tuple[Iterator[Any], Any]:
     """faster-whisper's batched transcription of `wav` (`chunking`: its clip timestamps, or its own
-    VAD), `group` clips per call when the clips are given, as if in one call: the language found in
-    the first group is the next groups' language, and the end of the last word decoded
-    (`last_speech_timestamp`, which bounds the next word's start) carries from group to group,
-    where the pipeline would reset it at the end of each call. The segments (lazily) and the first
-    call's information."""
+    VAD), in calls of `group` clips (`group_bounds`) when the clips are given, with the words of one
+    call: the first call holds the windows the language is detected over, its language is the next
+    calls' language, and the end of the last word decoded (`last_speech_timestamp`, which bounds the
+    next word's start) carries from call to call, where the pipeline would reset it at the end of
+    each. The segments (lazily; their `id` counts from 1 in each call) and the first call's
+    information (its `duration_after_vad` is the first call's)."""
     clips = chunking.get("clip_timestamps")
     if not clips or len(clips) <= group:
         return pipeline.transcribe(wav, language=language, **kwargs, **chunking)
-    first, info = pipeline.transcribe(wav, language=language, **kwargs, vad_filter=False, clip_timestamps=clips[:group])
+    detect = 0.0 if language else kwargs.get("language_detection_segments", 1) * _CHUNK_SECONDS + 1.0
+    bounds = group_bounds(clips, group, max(1, kwargs.get("batch_size", 1)), detect)
+    first, info = pipeline.transcribe(wav, language=language, **kwargs, vad_filter=False, clip_timestamps=clips[: bounds[0][1]])
     language = language or info.language
 
     def segments() -> Iterator[Any]:
         carry, current = 0.0, first
-        for start in range(0, len(clips), group):
-            if start:
-                current, _ = pipeline.transcribe(wav, language=language, **kwargs, vad_filter=False,
-                                                 clip_timestamps=clips[start : start + group])
+        for n, (a, b) in enumerate(bounds):
+            if n:
+                current, _ = pipeline.transcribe(wav, language=language, **kwargs, vad_filter=False, clip_timestamps=clips[a:b])
                 pipeline.last_speech_timestamp = carry
             for segment in current:
                 carry = pipeline.last_speech_timestamp  # set by the batch that decoded it

@@ -43,13 +43,27 @@ def vad_frames_whole_audio() -> bool:
     return "np.concatenate([context, batched_audio], 1)" in source and "encoder_batch_size = 10000" in source
 
 
+def tested_version() -> bool:
+    """Whether this faster-whisper is the one the patches were written and tested for (the patch
+    relies on silero's inputs and state as 1.2.1 ships them); another leaves upstream as it is."""
+    from importlib.metadata import version
+
+    found = version("faster-whisper")
+    if found != TESTED_WITH["faster-whisper"]:
+        log.warning("faster-whisper %s: its VAD is left unpatched (tested with %s); "
+                    "tests/lib/models/test_faster_whisper_compat.py says whether it still needs the patch",
+                    found, TESTED_WITH["faster-whisper"])
+        return False
+    return True
+
+
 def apply() -> dict[str, bool]:
     """Apply the patches still needed (idempotent, thread-safe); {patch: applied now or before}."""
     with _lock:
         if not _applied:
             from faster_whisper.vad import SileroVADModel
 
-            _applied["vad_blockwise"] = vad_frames_whole_audio()
+            _applied["vad_blockwise"] = tested_version() and vad_frames_whole_audio()
             if _applied["vad_blockwise"]:
                 original = SileroVADModel.__call__
                 blockwise_silero_call._chaffee_original = original  # type: ignore[attr-defined]
@@ -64,17 +78,17 @@ def blockwise_silero_call(self: Any, audio: np.ndarray, num_samples: int = 512, 
     assert audio.ndim == 1, "Input should be a 1D array"
     assert audio.shape[0] % num_samples == 0, "Input size should be a multiple of num_samples"
     frames = audio.reshape(-1, num_samples)  # a view
-    n = frames.shape[0]
+    n, size = frames.shape[0], BLOCK_FRAMES
     h = np.zeros((1, 1, 128), dtype="float32")
     c = np.zeros((1, 1, 128), dtype="float32")
     outputs = []
-    for i in range(0, n, BLOCK_FRAMES):
-        block = frames[i : i + BLOCK_FRAMES]
+    for i in range(0, n, size):
+        block = frames[i : i + size]
         framed = np.empty((block.shape[0], context_size_samples + num_samples), dtype="float32")
         framed[:, context_size_samples:] = block
         framed[0, :context_size_samples] = frames[i - 1, -context_size_samples:] if i else 0.0
         framed[1:, :context_size_samples] = block[:-1, -context_size_samples:]
-        if i + BLOCK_FRAMES >= n:  # upstream hears the last frame with its own last samples zeroed
+        if i + size >= n:  # upstream hears the last frame with its own last samples zeroed
             framed[-1, -context_size_samples:] = 0.0
         output, h, c = self.session.run(None, {"input": framed, "h": h, "c": c})
         outputs.append(output)

@@ -148,6 +148,47 @@ def test_a_long_talk_is_decoded_in_groups_of_whole_batches_with_the_words_of_one
     assert normalise(grouped.text).count("fellow americans") == 5
 
 
+class _Pipeline:
+    """faster-whisper's batched pipeline as far as `decode_in_groups` relies on it: each batch reads
+    `last_speech_timestamp`, then sets it (here: to its last clip's end); a call's end resets it; the
+    language is the one given or the one it detects ("de")."""
+
+    def __init__(self):
+        self.last_speech_timestamp = 0.0
+        self.calls: list[tuple[str | None, int]] = []
+
+    def transcribe(self, wav, *, language=None, clip_timestamps=(), batch_size=1, vad_filter=False, **_):
+        from types import SimpleNamespace
+
+        self.calls.append((language, len(clip_timestamps)))
+
+        def segments():
+            for i in range(0, len(clip_timestamps), batch_size):
+                batch, seen = clip_timestamps[i : i + batch_size], self.last_speech_timestamp
+                self.last_speech_timestamp = batch[-1]["end"]
+                yield from ((c["start"], seen) for c in batch)
+            self.last_speech_timestamp = 0.0
+
+        return segments(), SimpleNamespace(language=language or "de")
+
+
+def test_groups_carry_the_last_words_end_and_the_detected_language_as_one_call_would():
+    from chaffee_assets.lib.models.asr import decode_in_groups, group_bounds
+
+    clips = [{"start": 10.0 * i, "end": 10.0 * i + 9.0} for i in range(10)]
+    chunking = {"vad_filter": False, "clip_timestamps": clips}
+    whole, grouped = _Pipeline(), _Pipeline()
+    one = list(decode_in_groups(whole, None, chunking, 100, language=None, batch_size=2, language_detection_segments=1)[0])
+    segments, info = decode_in_groups(grouped, None, chunking, 2, language=None, batch_size=2, language_detection_segments=1)
+    assert list(segments) == one and info.language == "de"
+    assert [seen for _, seen in one][:5] == [0.0, 0.0, 19.0, 19.0, 39.0]
+    # the first call holds the 31 s the language is detected over; the next ones are told it
+    assert grouped.calls == [(None, 4), ("de", 2), ("de", 2), ("de", 2)] and whole.calls == [(None, 10)]
+    assert group_bounds(clips, 4, 2) == [(0, 4), (4, 8), (8, 10)]
+    assert group_bounds(clips, 4, 2, detect_seconds=50.0) == [(0, 6), (6, 10)]
+    assert group_bounds(clips, 4, 2, detect_seconds=1e9) == [(0, 10)]
+
+
 def test_a_repeated_sentence_is_kept_and_the_same_every_time(transcriber, jfk):
     """A speaker saying one sentence over and over: each 30 s window compresses like a loop, its
     pieces do not (by the window's own words, or decoded again). Nothing is dropped, and nothing

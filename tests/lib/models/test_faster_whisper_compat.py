@@ -11,12 +11,23 @@ import pytest
 from chaffee_assets.lib.models import faster_whisper_compat as compat
 from chaffee_assets.lib.voices import read_audio
 
+FRAMES = 12_000
+
 
 @pytest.fixture(scope="module")
 def long_audio(fixtures_dir) -> np.ndarray:
-    """About 7 minutes of real speech (jfk.flac over and over), padded to whole frames: several blocks."""
-    wav = np.tile(read_audio(fixtures_dir / "jfk.flac"), 37)
-    return np.pad(wav, (0, 512 - wav.size % 512)).astype(np.float32)
+    """6.4 minutes of real speech (jfk.flac over and over) over a faint noise floor, 12000 whole
+    frames: several blocks, and a last frame whose own last samples are not silence."""
+    wav = np.tile(read_audio(fixtures_dir / "jfk.flac"), 37)[: FRAMES * 512].astype(np.float32)
+    wav += np.random.default_rng(0).normal(0, 1e-3, wav.size).astype(np.float32)
+    assert wav.size == FRAMES * 512 and np.all(wav[-64:] != 0)
+    return wav
+
+
+def _upstream():
+    from faster_whisper.vad import SileroVADModel
+
+    return getattr(compat.blockwise_silero_call, "_chaffee_original", None) or SileroVADModel.__call__
 
 
 def _peak_traced(call, *args) -> tuple[np.ndarray, int]:
@@ -41,20 +52,22 @@ def test_the_blockwise_call_hears_what_upstreams_does_without_its_copy_of_the_au
     from faster_whisper.vad import get_vad_model
 
     model = get_vad_model()
-    upstream = getattr(compat.blockwise_silero_call, "_chaffee_original", None)
-    if upstream is None:
-        from faster_whisper.vad import SileroVADModel
+    expected, upstream_peak = _peak_traced(_upstream(), model, long_audio.copy())  # upstream writes into its input
 
-        upstream = SileroVADModel.__call__
-    expected, upstream_peak = _peak_traced(upstream, model, long_audio.copy())  # upstream writes into its input
-
-    frames = long_audio.size // 512
-    for block in (compat.BLOCK_FRAMES, 777):  # 777: blocks that do not divide the frames, the last one short
+    # 2000 (the default) divides the frames, 777 does not (a short last block), 12000: one block
+    for block in (compat.BLOCK_FRAMES, 777, FRAMES):
         monkeypatch.setattr(compat, "BLOCK_FRAMES", block)
         given = long_audio.copy()
         got, peak = _peak_traced(compat.blockwise_silero_call, model, given)
-        assert frames > block
         assert got.shape == expected.shape and np.array_equal(got, expected), block
         assert np.array_equal(given, long_audio)  # the caller's audio is left as it was
-        assert peak < 0.5 * upstream_peak, (block, peak, upstream_peak)
+        if block < FRAMES:
+            assert peak < 0.5 * upstream_peak, (block, peak, upstream_peak)
     assert 0.0 < float(expected.max()) <= 1.0  # speech was heard: the comparison is not of two empties
+
+
+def test_one_frame_is_heard_as_upstream_hears_it():
+    from faster_whisper.vad import get_vad_model
+
+    frame = np.random.default_rng(1).normal(0, 0.1, 512).astype(np.float32)
+    assert np.array_equal(compat.blockwise_silero_call(get_vad_model(), frame.copy()), _upstream()(get_vad_model(), frame.copy()))
