@@ -5,12 +5,14 @@ tests/lib/models/test_faster_whisper_compat.py says whether upstream still does.
 1. `SileroVADModel.__call__` frames the whole padded audio at once for silero (every 512-sample
    frame with the 64 samples before it: a second copy of the audio, 576/512 of it, beside the padded
    one), then runs the ONNX session over blocks of 10000 frames, whose buffers hold ~180 MB more. An
-   85-minute talk (311 MB as float32) peaked at +880 MB beyond its waveform in one VAD pass. The
-   patch frames one block of `BLOCK_FRAMES` at a time and carries silero's state between blocks, as
-   upstream does between its own: silero hears frame after frame, so the probabilities are the
-   same (the test compares them with upstream's). On 30 minutes of audio (109 MB) a call held
-   +77 MB beyond its input where upstream's held +356 MB. It also leaves its input as it found it: upstream zeroes the last frame's last 64 samples in the caller's array and hears that
-   frame so; the patch hears it the same way, in its own copy of that frame.
+   85-minute talk (311 MB as float32) peaked at +860-899 MB beyond its waveform in one VAD pass.
+   The patch frames one block of `BLOCK_FRAMES` at a time and carries silero's state between
+   blocks, as upstream does between its own: silero hears frame after frame, so the probabilities
+   are the same (the test compares them with upstream's). The same pass peaked at +368-379 MB with
+   the same regions; on 30 minutes of audio (109 MB) the call alone held +77 MB beyond its input
+   where upstream's held +356 MB. It also leaves its input as it found it: upstream zeroes the last
+   frame's last 64 samples in the caller's array and hears that frame so; the patch hears it the
+   same way, in its own copy of that frame.
 """
 
 from __future__ import annotations
