@@ -15,6 +15,7 @@ Definitions (wall-clock, epoch seconds; see bench/README.md):
 
 from __future__ import annotations
 
+import re
 import statistics
 import sys
 from dataclasses import dataclass, field
@@ -379,6 +380,11 @@ def chart(sides: list[Side], path, title: str = "") -> None:
     fig.tight_layout(rect=(0, 0.07, 1, 0.97))
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def normalise(text: str) -> str:
+    """Text as WER compares it: lower case, words and apostrophes only."""
+    return " ".join(re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split())
 
 
 def table(title: str, header: list[str], rows: list[list[object]]) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import re
 import sys
 import tempfile
 import time
@@ -26,7 +25,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from metrics import table  # noqa: E402
+from metrics import normalise, table  # noqa: E402
 
 from chaffee_assets.lib.models.asr import Transcriber
 from chaffee_assets.lib.models.diarize import Diarizer
@@ -53,10 +52,6 @@ RTTM_NAMES = {"speaker90": "Diane", "speaker91": "Sheila"}  # sample.rttm ids ->
 
 
 # -- helpers ----------------------------------------------------------------------------------------
-
-
-def normalise(text: str) -> str:
-    return " ".join(re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split())
 
 
 def audio(video_id: str, wav: np.ndarray) -> Audio:

@@ -18,7 +18,6 @@ with the windows decoded and the seconds spent (one process, the same model, one
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from metrics import table  # noqa: E402
+from metrics import normalise, table  # noqa: E402
 
 from chaffee_assets.lib.models import asr, vad  # noqa: E402
 from chaffee_assets.lib.models.runtime import ModelRuntime  # noqa: E402
@@ -36,10 +35,6 @@ from chaffee_assets.lib.types import SAMPLE_RATE, AsrOptions, Audio, VideoMeta  
 from chaffee_assets.lib.voices import read_audio  # noqa: E402
 
 PACKED = "packed by faster-whisper's VAD"
-
-
-def normalise(text: str) -> str:
-    return " ".join(re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split())
 
 
 def talk(clip: np.ndarray, n: int, seed: int) -> np.ndarray:
